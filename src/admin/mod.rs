@@ -1,0 +1,187 @@
+//! The admin API: JSON over HTTP/1.1 on its own listener. Every call but `GET /v1/health` needs the
+//! bearer token. A call that changes something returns once the change is durable and live.
+
+pub mod auth;
+pub mod ops;
+
+use crate::control::{ApplyError, Control};
+use crate::domain::FieldError;
+use crate::store::{Change, StoreError};
+use async_trait::async_trait;
+use auth::AdminToken;
+use http::{Method, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Largest request body accepted (a batch of many thousands of ops fits).
+pub const MAX_BODY: usize = 64 << 20;
+
+pub struct AdminApp {
+    pub control: Arc<Control>,
+    pub token: AdminToken,
+    pub limits: ops::Limits,
+}
+
+type Reply = Response<Vec<u8>>;
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Reply {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if method == Method::GET && path == "/v1/health" {
+            return reply(StatusCode::OK, &json!({"status": "ok"}));
+        }
+        let auth = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !self.token.accepts(auth) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            return r;
+        }
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        self.route(session, &method, &path, &body).await
+    }
+}
+
+impl AdminApp {
+    async fn route(&self, session: &mut ServerSession, method: &Method, path: &str, body: &[u8]) -> Reply {
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["metrics"]) => pingora_prometheus::PrometheusHttpApp.response(session).await,
+            ("GET", ["v1", "domains"]) => reply(StatusCode::OK, &self.control.domains()),
+            ("GET", ["v1", "domains", host]) => self.get_domain(&decoded(host)),
+            ("PUT", ["v1", "domains", host]) => {
+                let r = ops::put_domain(&decoded(host), body, self.limits);
+                self.change(r, StatusCode::OK).await
+            }
+            ("DELETE", ["v1", "domains", host]) => {
+                let r = ops::domain_host(&decoded(host)).map(|host| Change::DeleteDomain { host });
+                self.change(r, StatusCode::NO_CONTENT).await
+            }
+            ("GET", ["v1", "challenges", token]) => match self.control.challenge(&decoded(token)) {
+                Some(c) => reply(StatusCode::OK, &c),
+                None => error(StatusCode::NOT_FOUND, "challenge not found"),
+            },
+            ("PUT", ["v1", "challenges", token]) => {
+                let r = ops::put_challenge(&decoded(token), body, self.limits);
+                self.change(r, StatusCode::OK).await
+            }
+            ("DELETE", ["v1", "challenges", token]) => {
+                let r = Ok(Change::DeleteChallenge {
+                    token: decoded(token),
+                });
+                self.change(r, StatusCode::NO_CONTENT).await
+            }
+            ("POST", ["v1", "batch"]) => match ops::batch(body, self.limits) {
+                Ok(changes) => {
+                    let n = changes.len();
+                    match self.control.apply(changes).await {
+                        Ok(()) => reply(StatusCode::OK, &json!({"applied": n})),
+                        Err(e) => apply_error(e),
+                    }
+                }
+                Err(e) => field_error(e),
+            },
+            (_, ["metrics"]) | (_, ["v1", "domains" | "challenges" | "batch", ..]) => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+            }
+            _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    fn get_domain(&self, host: &str) -> Reply {
+        match ops::domain_host(host) {
+            Ok(h) => match self.control.domain(&h) {
+                Some(d) => reply(StatusCode::OK, &d),
+                None => error(StatusCode::NOT_FOUND, &format!("domain `{h}` not found")),
+            },
+            Err(e) => field_error(e),
+        }
+    }
+
+    /// Apply one validated change and answer with what is now stored.
+    async fn change(&self, change: Result<Change, FieldError>, ok: StatusCode) -> Reply {
+        let change = match change {
+            Ok(c) => c,
+            Err(e) => return field_error(e),
+        };
+        let shown = match &change {
+            Change::PutDomain(d) => Some(serde_json::to_value(d)),
+            Change::PutChallenge(c) => Some(serde_json::to_value(c)),
+            _ => None,
+        };
+        match self.control.apply(vec![change]).await {
+            Ok(()) => match shown {
+                Some(Ok(v)) => reply(ok, &v),
+                _ => Response::builder()
+                    .status(ok)
+                    .body(Vec::new())
+                    .expect("static response"),
+            },
+            Err(e) => apply_error(e),
+        }
+    }
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"))),
+        }
+    }
+}
+
+fn reply<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Reply {
+    let mut body = serde_json::to_vec_pretty(value).expect("API objects always serialize");
+    body.push(b'\n');
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("static response")
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    reply(status, &json!({ "error": message }))
+}
+
+fn field_error(e: FieldError) -> Reply {
+    reply(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": e.to_string(), "field": e.field }),
+    )
+}
+
+fn apply_error(e: ApplyError) -> Reply {
+    match e {
+        ApplyError::Invalid(fe) => field_error(fe),
+        ApplyError::NotFound(m) => error(StatusCode::NOT_FOUND, &m),
+        ApplyError::Store(StoreError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+        ApplyError::Store(e) => {
+            log::error!("state store write failed: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &format!("state store write failed: {e}"))
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Request bodies of the admin API turned into validated store changes. Errors name the field, with its
+//! position in a batch (`ops[3].upstreams[0]`).
+
+use crate::challenges::ChallengeInput;
+use crate::control::unix_now;
+use crate::domain::{DomainInput, DomainPolicy, FieldError};
+use crate::host::parse_host;
+use crate::store::Change;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+pub const MAX_BATCH_OPS: usize = 100_000;
+
+/// What validation needs from the running configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub policy: DomainPolicy,
+    pub challenge_ttl: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum OpInput {
+    PutDomain(DomainInput),
+    DeleteDomain(HostOnly),
+    PutChallenge(ChallengeInput),
+    DeleteChallenge(TokenOnly),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostOnly {
+    host: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenOnly {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchInput {
+    ops: Vec<serde_json::Value>,
+}
+
+/// Parse JSON with an error that names the path of the bad field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        if path == "." || path == "?" {
+            FieldError::new("body", msg)
+        } else {
+            FieldError::new(path, msg)
+        }
+    })
+}
+
+pub fn put_domain(host: &str, body: &[u8], l: Limits) -> Result<Change, FieldError> {
+    let input: DomainInput = parse_json(body)?;
+    Ok(Change::PutDomain(input.validate(Some(host), l.policy)?))
+}
+
+pub fn put_challenge(token: &str, body: &[u8], l: Limits) -> Result<Change, FieldError> {
+    let input: ChallengeInput = parse_json(body)?;
+    Ok(Change::PutChallenge(input.validate(Some(token), l.challenge_ttl, unix_now())?))
+}
+
+pub fn domain_host(host: &str) -> Result<String, FieldError> {
+    parse_host(host, true).map_err(|e| FieldError::new("host", e.to_string()))
+}
+
+pub fn batch(body: &[u8], l: Limits) -> Result<Vec<Change>, FieldError> {
+    let b: BatchInput = parse_json(body)?;
+    if b.ops.is_empty() {
+        return Err(FieldError::new("ops", "is empty"));
+    }
+    if b.ops.len() > MAX_BATCH_OPS {
+        return Err(FieldError::new("ops", format!("at most {MAX_BATCH_OPS} operations per batch")));
+    }
+    let now = unix_now();
+    b.ops
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = format!("ops[{i}]");
+            let op: OpInput = serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                if path == "." {
+                    FieldError::new(at.clone(), msg)
+                } else {
+                    FieldError::new(path, msg).within(&at)
+                }
+            })?;
+            let change = match op {
+                OpInput::PutDomain(d) => d.validate(None, l.policy).map(Change::PutDomain),
+                OpInput::DeleteDomain(h) => {
+                    domain_host(&h.host).map(|host| Change::DeleteDomain { host })
+                }
+                OpInput::PutChallenge(c) => c
+                    .validate(None, l.challenge_ttl, now)
+                    .map(Change::PutChallenge),
+                OpInput::DeleteChallenge(t) => Ok(Change::DeleteChallenge { token: t.token }),
+            };
+            change.map_err(|e| e.within(&at))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        policy: DomainPolicy { acme_enabled: false },
+        challenge_ttl: 3600,
+    };
+
+    #[test]
+    fn batch_errors_carry_the_op_index() {
+        let e = batch(br#"{"ops": [{"op": "put_domain", "host": "a.com", "upstreams": ["127.0.0.1:1"]}, {"op": "put_domain", "host": "b.com", "upstreams": [1]}]}"#, L).unwrap_err();
+        assert!(e.field.starts_with("ops[1]"), "{e}");
+        let e = batch(br#"{"ops": [{"op": "nuke"}]}"#, L).unwrap_err();
+        assert_eq!(e.field, "ops[0].op", "{e}");
+        let e = batch(br#"{"ops": [{"op": "delete_domain", "host": "a.com", "x": 1}]}"#, L).unwrap_err();
+        assert!(e.field.starts_with("ops[0]"), "{e}");
+        let e = batch(br#"{"operations": []}"#, L).unwrap_err();
+        assert!(e.message.contains("operations"), "{e}");
+        let e = batch(br#"{"ops": []}"#, L).unwrap_err();
+        assert_eq!(e.field, "ops");
+        let ok = batch(br#"{"ops": [{"op": "delete_challenge", "token": "t"}, {"op": "put_challenge", "token": "t", "host": "a.com", "key_authorization": "t.x"}]}"#, L).unwrap();
+        assert_eq!(ok.len(), 2);
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = put_domain("a.com", br#"{"upstreams": "127.0.0.1:1"}"#, L).unwrap_err();
+        assert_eq!(e.field, "upstreams");
+        let e = put_domain("a.com", br#"{"upstreams": ["127.0.0.1:1"], "redirect_https": "yes"}"#, L).unwrap_err();
+        assert_eq!(e.field, "redirect_https");
+        let e = put_domain("a.com", b"{not json", L).unwrap_err();
+        assert_eq!(e.field, "body");
+    }
+}

@@ -1,0 +1,133 @@
+//! Assembly: from a validated `Config` to a Pingora `Server` with the proxy listeners, the admin API and
+//! the background services. Loading state happens here, before Pingora forks or takes over sockets.
+
+use crate::admin::{self, auth, AdminApp};
+use crate::config::Config;
+use crate::control::{unix_now, Control};
+use crate::pools::Pools;
+use crate::proxy::EdgeProxy;
+use crate::store::{Change, DirStore, Store};
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Open the store, load it and apply the seed list: everything `-t` checks and `run` needs.
+pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
+    let store = DirStore::open(&config.state_dir)
+        .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let control = Arc::new(Control::new(store.clone(), Pools::new(config.connect_timeout)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the start-up runtime")?;
+    rt.block_on(async {
+        let snap = store.load().await?;
+        let (domains, challenges) = (snap.domains.len(), snap.challenges.len());
+        control.restore(snap).await?;
+        log::info!("restored {domains} domains and {challenges} challenges from {}", config.state_dir.display());
+        let seeds: Vec<Change> = config
+            .seeds
+            .iter()
+            .filter(|d| control.domain(&d.host).as_ref() != Some(*d))
+            .cloned()
+            .map(Change::PutDomain)
+            .collect();
+        if !seeds.is_empty() {
+            log::info!("applying {} domains from the configuration's seed list", seeds.len());
+            control.apply(seeds).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(control)
+}
+
+/// Build the server with every service; the caller runs it.
+pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<Server> {
+    let (token, created) = auth::resolve(config.admin_token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    if created {
+        if let Some(p) = &config.admin_token_file {
+            log::warn!("created a new admin token in {}", p.display());
+        }
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, config.server);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    for intercept in [true, false] {
+        let addrs: Vec<_> = config
+            .http
+            .iter()
+            .filter(|l| l.intercept_acme_challenges == intercept)
+            .collect();
+        if addrs.is_empty() {
+            continue;
+        }
+        let proxy = EdgeProxy {
+            state: control.state.clone(),
+            intercept_acme_challenges: intercept,
+            tls: false,
+            connect_timeout: config.connect_timeout,
+        };
+        let name = if intercept { "edgeward http" } else { "edgeward http (challenges proxied)" };
+        let mut svc = pingora_proxy::http_proxy_service_with_name(&conf, proxy, name);
+        for l in addrs {
+            svc.add_tcp(&l.addr.to_string());
+        }
+        server.add_service(svc);
+    }
+
+    let app = AdminApp {
+        control: control.clone(),
+        token,
+        limits: admin::ops::Limits {
+            policy: config.policy,
+            challenge_ttl: config.challenge_ttl_seconds,
+        },
+    };
+    let mut admin_svc = Service::new("edgeward admin".to_string(), app);
+    admin_svc.threads = Some(1);
+    admin_svc.add_tcp(&config.admin_listen.to_string());
+    server.add_service(admin_svc);
+
+    let health = control.pools().health_service(config.health_check_interval);
+    server.add_service(background_service("upstream health checks", health));
+    server.add_service(background_service(
+        "challenge expiry",
+        ChallengeExpiry {
+            control,
+            every: Duration::from_secs(30),
+        },
+    ));
+    Ok(server)
+}
+
+/// Removes expired challenge tokens from memory and the store.
+struct ChallengeExpiry {
+    control: Arc<Control>,
+    every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for ChallengeExpiry {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    match self.control.expire_challenges(unix_now()).await {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("expired {n} challenge tokens"),
+                        Err(e) => log::warn!("challenge expiry failed, will retry: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! ACME HTTP-01 challenge tokens held in memory for the responder. The key authorization is turned into
+//! `Bytes` once, at insert, so answering a challenge clones a refcount and nothing else.
+
+use crate::domain::FieldError;
+use crate::host::parse_host;
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+pub const MAX_TOKEN_LEN: usize = 255;
+pub const MAX_KEY_AUTHORIZATION_LEN: usize = 1024;
+
+/// A stored challenge: the token, the host it was registered for and the exact response body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Challenge {
+    pub token: String,
+    pub host: String,
+    pub key_authorization: String,
+    /// Unix seconds after which the token is no longer answered.
+    pub expires_at: u64,
+}
+
+/// The body of `PUT /v1/challenges/{token}` (and of a `put_challenge` op).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeInput {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub key_authorization: Option<String>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Longest TTL accepted: an order's authorization lives at most a few days.
+pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+impl ChallengeInput {
+    pub fn validate(
+        self,
+        path_token: Option<&str>,
+        default_ttl: u64,
+        now: u64,
+    ) -> Result<Challenge, FieldError> {
+        let token = match (path_token, self.token.as_deref()) {
+            (Some(p), Some(b)) if p != b => {
+                return Err(FieldError::new("token", "differs from the token in the URL"))
+            }
+            (Some(t), _) | (None, Some(t)) => t.to_string(),
+            (None, None) => return Err(FieldError::new("token", "is required")),
+        };
+        if !valid_token(&token) {
+            return Err(FieldError::new(
+                "token",
+                "must be 1 to 255 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+        let host = self
+            .host
+            .ok_or_else(|| FieldError::new("host", "is required"))?;
+        let host = parse_host(&host, false).map_err(|e| FieldError::new("host", e.to_string()))?;
+        let ka = self
+            .key_authorization
+            .ok_or_else(|| FieldError::new("key_authorization", "is required"))?;
+        let thumbprint = ka.strip_prefix(token.as_str()).and_then(|r| r.strip_prefix('.'));
+        match thumbprint {
+            Some(t) if !t.is_empty() && t.len() <= MAX_KEY_AUTHORIZATION_LEN && valid_b64url(t) => {}
+            _ => {
+                return Err(FieldError::new(
+                    "key_authorization",
+                    "must be `<token>.<base64url account thumbprint>` (RFC 8555 section 8.1)",
+                ))
+            }
+        }
+        let ttl = self.ttl_seconds.unwrap_or(default_ttl);
+        if ttl == 0 || ttl > MAX_TTL_SECONDS {
+            return Err(FieldError::new(
+                "ttl_seconds",
+                format!("must be between 1 and {MAX_TTL_SECONDS}"),
+            ));
+        }
+        Ok(Challenge {
+            token,
+            host,
+            key_authorization: ka,
+            expires_at: now + ttl,
+        })
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,255}`: the token alphabet of RFC 8555 (base64url, no padding).
+pub fn valid_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= MAX_TOKEN_LEN && valid_b64url(token)
+}
+
+fn valid_b64url(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+struct Entry {
+    host: Box<str>,
+    body: Bytes,
+    expires_at: u64,
+}
+
+/// token -> (host, body, expiry). Lookups are one map probe; expiry is checked on read, and a sweeper
+/// removes what has expired.
+#[derive(Default)]
+pub struct Challenges {
+    map: DashMap<Box<str>, Entry>,
+}
+
+impl Challenges {
+    pub fn insert(&self, c: &Challenge) {
+        self.map.insert(
+            c.token.as_str().into(),
+            Entry {
+                host: c.host.as_str().into(),
+                body: Bytes::copy_from_slice(c.key_authorization.as_bytes()),
+                expires_at: c.expires_at,
+            },
+        );
+    }
+
+    pub fn remove(&self, token: &str) -> bool {
+        self.map.remove(token).is_some()
+    }
+
+    /// The response body for `token` if it was registered for `host` and has not expired.
+    pub fn lookup(&self, token: &str, host: &str, now: u64) -> Option<Bytes> {
+        let e = self.map.get(token)?;
+        (&*e.host == host && e.expires_at > now).then(|| e.body.clone())
+    }
+
+    pub fn contains(&self, token: &str) -> bool {
+        self.map.contains_key(token)
+    }
+
+    /// The stored challenge for `token`, expired or not.
+    pub fn get(&self, token: &str) -> Option<Challenge> {
+        self.map.get(token).map(|e| Challenge {
+            token: token.to_string(),
+            host: e.host.to_string(),
+            key_authorization: String::from_utf8_lossy(&e.body).into_owned(),
+            expires_at: e.expires_at,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Tokens whose expiry is at or before `now`.
+    pub fn expired(&self, now: u64) -> Vec<String> {
+        self.map
+            .iter()
+            .filter(|e| e.expires_at <= now)
+            .map(|e| e.key().to_string())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(token: &str, host: &str, ka: &str) -> ChallengeInput {
+        ChallengeInput {
+            token: None,
+            host: Some(host.into()),
+            key_authorization: Some(ka.into()),
+            ttl_seconds: None,
+        }
+        .with_token(token)
+    }
+
+    impl ChallengeInput {
+        fn with_token(mut self, t: &str) -> Self {
+            self.token = Some(t.into());
+            self
+        }
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let ok = input("tok_1-A", "Example.com", "tok_1-A.thumb_print-x").validate(None, 3600, 100);
+        let c = ok.unwrap();
+        assert_eq!((c.host.as_str(), c.expires_at), ("example.com", 3700));
+        let bad = |i: ChallengeInput| i.validate(None, 3600, 0).unwrap_err().field;
+        assert_eq!(bad(input("a/b", "a.com", "a/b.x")), "token");
+        assert_eq!(bad(input(&"a".repeat(256), "a.com", "x")), "token");
+        assert_eq!(bad(input("tok", "a.com:80", "tok.x")), "host");
+        assert_eq!(bad(input("tok", "*.a.com", "tok.x")), "host");
+        assert_eq!(bad(input("tok", "a.com", "other.x")), "key_authorization");
+        assert_eq!(bad(input("tok", "a.com", "tok.")), "key_authorization");
+        assert_eq!(bad(input("tok", "a.com", "tok.a b")), "key_authorization");
+        let mut ttl = input("tok", "a.com", "tok.x");
+        ttl.ttl_seconds = Some(0);
+        assert_eq!(bad(ttl), "ttl_seconds");
+    }
+
+    #[test]
+    fn lookup_checks_host_and_expiry() {
+        let m = Challenges::default();
+        let c = input("tok", "a.com", "tok.x").validate(None, 10, 100).unwrap();
+        m.insert(&c);
+        assert_eq!(m.lookup("tok", "a.com", 105).as_deref(), Some(&b"tok.x"[..]));
+        assert!(m.lookup("tok", "b.com", 105).is_none());
+        assert!(m.lookup("tok", "a.com", 110).is_none());
+        assert_eq!(m.expired(110), vec!["tok".to_string()]);
+        assert!(m.remove("tok"));
+        assert!(m.lookup("tok", "a.com", 105).is_none());
+    }
+}

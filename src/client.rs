@@ -1,0 +1,135 @@
+//! The operator CLI: `edgeward domain ...`, `edgeward challenge ...`, thin calls to the admin API.
+//! The address and token come from flags, the environment, or the same config file the server reads.
+
+use crate::admin::auth::{self, TOKEN_ENV};
+use anyhow::{bail, Context};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `admin`/`token` from flags win; else the config file; else defaults and `EDGEWARD_ADMIN_TOKEN`.
+    pub fn new(admin: Option<String>, token: Option<String>, config: Option<&Path>) -> anyhow::Result<Self> {
+        let loaded = match config {
+            Some(p) => Some(crate::config::load(p)?),
+            None => None,
+        };
+        let base = match (admin, &loaded) {
+            (Some(a), _) => a,
+            (None, Some(c)) => format!("http://{}", c.admin_listen),
+            (None, None) => "http://127.0.0.1:9900".into(),
+        };
+        let base = if base.contains("://") { base } else { format!("http://{base}") };
+        let token = match token {
+            Some(t) => t,
+            None => match loaded.as_ref().and_then(|c| c.admin_token_file.as_deref()) {
+                Some(file) if std::env::var(TOKEN_ENV).is_err() => std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the admin token from {}", file.display()))?
+                    .trim()
+                    .to_string(),
+                _ => auth::resolve(None).map_err(anyhow::Error::msg)?.0.as_str().to_string(),
+            },
+        };
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            bail!("{status}: {msg}");
+        }
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_str(&text).context("admin API answered with invalid JSON")?))
+    }
+
+    pub async fn domain_put(&self, host: &str, body: Value) -> anyhow::Result<Value> {
+        let v = self.call(reqwest::Method::PUT, &format!("/v1/domains/{}", enc(host)), Some(body)).await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
+    pub async fn domain_list(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self.call(reqwest::Method::GET, "/v1/domains", None).await?;
+        Ok(v.and_then(|v| v.as_array().cloned()).unwrap_or_default())
+    }
+
+    pub async fn domain_get(&self, host: &str) -> anyhow::Result<Value> {
+        let v = self.call(reqwest::Method::GET, &format!("/v1/domains/{}", enc(host)), None).await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
+    pub async fn domain_rm(&self, host: &str) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/domains/{}", enc(host)), None).await?;
+        Ok(())
+    }
+
+    pub async fn challenge_put(&self, token: &str, host: &str, ka: &str, ttl: Option<u64>) -> anyhow::Result<Value> {
+        let mut body = json!({"host": host, "key_authorization": ka});
+        if let Some(t) = ttl {
+            body["ttl_seconds"] = json!(t);
+        }
+        let v = self.call(reqwest::Method::PUT, &format!("/v1/challenges/{}", enc(token)), Some(body)).await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
+    pub async fn challenge_rm(&self, token: &str) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/challenges/{}", enc(token)), None).await?;
+        Ok(())
+    }
+}
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+/// One line per domain, aligned: HOST UPSTREAMS TLS REDIRECT CHALLENGES.
+pub fn domain_table(domains: &[Value]) -> String {
+    let rows: Vec<[String; 5]> = domains
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).unwrap_or_default();
+            let ups = d
+                .get("upstreams")
+                .and_then(|u| u.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            [s("host"), ups, s("tls"), s("redirect_https"), s("acme_challenges")]
+        })
+        .collect();
+    let header = ["HOST", "UPSTREAMS", "TLS", "REDIRECT", "CHALLENGES"].map(str::to_string);
+    let mut width = [0usize; 5];
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,264 @@
+//! Configuration: read the file, parse it (types, unknown keys), validate it into the model. Three
+//! steps, three functions; every error names the key it is about.
+
+mod schema;
+
+use crate::domain::{Domain, DomainPolicy, FieldError};
+use pingora_core::server::configuration::ServerConf;
+use schema::{EdgewardFile, FileRoot, ListenerFile};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {key}: {message}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Other { path: PathBuf, message: String },
+}
+
+/// An HTTP listener and whether it answers ACME challenges itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub intercept_acme_challenges: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConf,
+    pub http: Vec<Listener>,
+    pub admin_listen: SocketAddr,
+    pub admin_token_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub seeds: Vec<Domain>,
+    pub challenge_ttl_seconds: u64,
+    pub connect_timeout: Duration,
+    pub health_check_interval: Duration,
+    pub policy: DomainPolicy,
+}
+
+/// Read, parse and validate `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (root, server) = parse(&text).map_err(|(key, message)| err(path, key, message))?;
+    validate(path, root, server)
+}
+
+fn err(path: &Path, key: String, message: String) -> ConfigError {
+    if key.is_empty() || key == "." {
+        ConfigError::Other {
+            path: path.to_path_buf(),
+            message,
+        }
+    } else {
+        ConfigError::Key {
+            path: path.to_path_buf(),
+            key,
+            message,
+        }
+    }
+}
+
+/// Parse the text into our schema and Pingora's `ServerConf`; errors are (key, message).
+fn parse(text: &str) -> Result<(EdgewardFile, ServerConf), (String, String)> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let root: FileRoot = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        (key, strip_location(&e.into_inner().to_string()))
+    })?;
+    let known = pingora_keys();
+    for key in root.pingora.keys() {
+        let name = key.as_str().unwrap_or("?");
+        if !known.iter().any(|k| k == name) {
+            return Err((
+                name.to_string(),
+                "unknown top-level key (Pingora's server keys stay at the top level; edgeward's \
+                 settings go under `edgeward:`)"
+                    .into(),
+            ));
+        }
+    }
+    let server = ServerConf::from_yaml(text).map_err(|e| (String::new(), e.to_string()))?;
+    let edgeward = root
+        .edgeward
+        .ok_or_else(|| ("edgeward".to_string(), "section is missing".to_string()))?;
+    Ok((edgeward, server))
+}
+
+/// Pingora's top-level keys, taken from `ServerConf` itself so they follow the Pingora version.
+fn pingora_keys() -> Vec<String> {
+    let conf = ServerConf::new().expect("pingora's default configuration parses");
+    match serde_yaml::to_value(&conf) {
+        Ok(serde_yaml::Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn strip_location(msg: &str) -> String {
+    // serde_yaml appends " at line L column C"; keep it, it helps, but drop duplicated prefixes.
+    msg.trim().to_string()
+}
+
+fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, ConfigError> {
+    let e = |key: String, message: String| err(path, key, message);
+    let mut http = Vec::new();
+    for (i, l) in f.http.iter().enumerate() {
+        let (addr, intercept, key) = match l {
+            ListenerFile::Addr(a) => (a, None, format!("edgeward.http[{i}]")),
+            ListenerFile::Full(o) => (
+                &o.listen,
+                o.intercept_acme_challenges,
+                format!("edgeward.http[{i}].listen"),
+            ),
+        };
+        let addr = parse_addr(addr).map_err(|m| e(key.clone(), m))?;
+        if http.iter().any(|l: &Listener| l.addr == addr) {
+            return Err(e(key, format!("{addr} is listed twice")));
+        }
+        http.push(Listener {
+            addr,
+            intercept_acme_challenges: intercept.unwrap_or(f.intercept_acme_challenges),
+        });
+    }
+    if http.is_empty() && f.https.is_empty() {
+        return Err(e("edgeward.http".into(), "no listener: give at least one address".into()));
+    }
+    if !f.https.is_empty() {
+        return Err(e(
+            "edgeward.https".into(),
+            "HTTPS listeners are not available in this version yet".into(),
+        ));
+    }
+    let admin_listen = parse_addr(&f.admin.listen).map_err(|m| e("edgeward.admin.listen".into(), m))?;
+    if http.iter().any(|l| l.addr == admin_listen) {
+        return Err(e(
+            "edgeward.admin.listen".into(),
+            format!("{admin_listen} is also an HTTP listener"),
+        ));
+    }
+    if f.state.dir.trim().is_empty() {
+        return Err(e("edgeward.state.dir".into(), "must not be empty".into()));
+    }
+    let ttl = f.challenges.ttl_seconds;
+    if ttl == 0 || ttl > crate::challenges::MAX_TTL_SECONDS {
+        return Err(e(
+            "edgeward.challenges.ttl_seconds".into(),
+            format!("must be between 1 and {}", crate::challenges::MAX_TTL_SECONDS),
+        ));
+    }
+    if f.upstreams.connect_timeout_ms == 0 {
+        return Err(e("edgeward.upstreams.connect_timeout_ms".into(), "must be above 0".into()));
+    }
+    if f.upstreams.health_check_interval_seconds == 0 {
+        return Err(e(
+            "edgeward.upstreams.health_check_interval_seconds".into(),
+            "must be above 0".into(),
+        ));
+    }
+    let policy = DomainPolicy { acme_enabled: false };
+    let mut seeds: Vec<Domain> = Vec::new();
+    for (i, d) in f.domains.into_iter().enumerate() {
+        let key = format!("edgeward.domains[{i}]");
+        let domain = d
+            .validate(None, policy)
+            .map_err(|fe: FieldError| {
+                let fe = fe.within(&key);
+                e(fe.field, fe.message)
+            })?;
+        if seeds.iter().any(|s| s.host == domain.host) {
+            return Err(e(format!("{key}.host"), format!("`{}` is listed twice", domain.host)));
+        }
+        seeds.push(domain);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        server,
+        http,
+        admin_listen,
+        admin_token_file: f.admin.token_file.filter(|s| !s.is_empty()).map(PathBuf::from),
+        state_dir: PathBuf::from(f.state.dir),
+        seeds,
+        challenge_ttl_seconds: ttl,
+        connect_timeout: Duration::from_millis(f.upstreams.connect_timeout_ms),
+        health_check_interval: Duration::from_secs(f.upstreams.health_check_interval_seconds),
+        policy,
+    })
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 0.0.0.0:8080 or [::]:8080)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<Config, String> {
+        let (root, server) = parse(yaml).map_err(|(k, m)| format!("{k}: {m}"))?;
+        validate(Path::new("test.yaml"), root, server).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = check("threads: 2\nedgeward:\n  http: [\"127.0.0.1:8080\"]\n").unwrap();
+        assert_eq!(c.server.threads, 2);
+        assert_eq!(c.http[0].addr.port(), 8080);
+        assert!(c.http[0].intercept_acme_challenges);
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9900");
+        assert_eq!(c.challenge_ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn listener_objects_override_interception() {
+        let c = check(
+            "edgeward:\n  intercept_acme_challenges: false\n  http:\n    - \"127.0.0.1:1\"\n    - {listen: \"127.0.0.1:2\", intercept_acme_challenges: true}\n",
+        )
+        .unwrap();
+        assert!(!c.http[0].intercept_acme_challenges);
+        assert!(c.http[1].intercept_acme_challenges);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = check("edgeward:\n  admin:\n    listn: x\n").unwrap_err();
+        assert!(e.contains("listn"), "{e}");
+        let e = check("edgeward:\n  bogus: 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = check("thread: 2\nedgeward: {}\n").unwrap_err();
+        assert!(e.starts_with("thread:"), "{e}");
+        let e = check("edgeward:\n  http: [\"nope\"]\n").unwrap_err();
+        assert!(e.contains("edgeward.http[0]"), "{e}");
+        let e = check("edgeward:\n  admin: {listen: 5}\n").unwrap_err();
+        assert!(e.contains("edgeward.admin.listen"), "{e}");
+        let e = check("edgeward:\n  domains:\n    - {host: a.com, upstreams: [\"x\"]}\n").unwrap_err();
+        assert!(e.contains("edgeward.domains[0].upstreams[0]"), "{e}");
+        let e = check("edgeward:\n  domains:\n    - {upstreams: [\"127.0.0.1:1\"]}\n").unwrap_err();
+        assert!(e.contains("edgeward.domains[0].host"), "{e}");
+        let e = check("edgeward:\n  challenges: {ttl_seconds: 0}\n").unwrap_err();
+        assert!(e.contains("edgeward.challenges.ttl_seconds"), "{e}");
+        let e = check("threads: 2\n").unwrap_err();
+        assert!(e.contains("edgeward"), "{e}");
+    }
+}

@@ -1,0 +1,143 @@
+//! The file schema, exactly as operators write it. Unknown keys are refused; nothing here is validated
+//! beyond types: `super::validate` turns this into the model.
+
+use crate::domain::DomainInput;
+use serde::Deserialize;
+
+/// The whole file: Pingora's keys at the top level (checked against `ServerConf`), ours under `edgeward`.
+#[derive(Debug, Deserialize)]
+pub struct FileRoot {
+    #[serde(default)]
+    pub edgeward: Option<EdgewardFile>,
+    #[serde(flatten)]
+    pub pingora: serde_yaml::Mapping,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgewardFile {
+    #[serde(default = "default_http")]
+    pub http: Vec<ListenerFile>,
+    #[serde(default)]
+    pub https: Vec<ListenerFile>,
+    #[serde(default = "yes")]
+    pub intercept_acme_challenges: bool,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub state: StateFile,
+    #[serde(default)]
+    pub domains: Vec<DomainInput>,
+    #[serde(default)]
+    pub challenges: ChallengesFile,
+    #[serde(default)]
+    pub upstreams: UpstreamsFile,
+}
+
+/// A listener: `"0.0.0.0:8080"` or `{listen: "0.0.0.0:8080", intercept_acme_challenges: false}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListenerFile {
+    Addr(String),
+    Full(ListenerObject),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerObject {
+    pub listen: String,
+    #[serde(default)]
+    pub intercept_acme_challenges: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    #[serde(default = "default_token_file")]
+    pub token_file: Option<String>,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile {
+            listen: default_admin_listen(),
+            token_file: default_token_file(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    #[serde(default = "default_state_dir")]
+    pub dir: String,
+}
+
+impl Default for StateFile {
+    fn default() -> Self {
+        StateFile {
+            dir: default_state_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengesFile {
+    /// How long a token put through the API is answered unless the call says otherwise.
+    #[serde(default = "default_challenge_ttl")]
+    pub ttl_seconds: u64,
+}
+
+impl Default for ChallengesFile {
+    fn default() -> Self {
+        ChallengesFile {
+            ttl_seconds: default_challenge_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamsFile {
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_health_interval")]
+    pub health_check_interval_seconds: u64,
+}
+
+impl Default for UpstreamsFile {
+    fn default() -> Self {
+        UpstreamsFile {
+            connect_timeout_ms: default_connect_timeout_ms(),
+            health_check_interval_seconds: default_health_interval(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_http() -> Vec<ListenerFile> {
+    vec![ListenerFile::Addr("0.0.0.0:8080".into())]
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9900".into()
+}
+fn default_token_file() -> Option<String> {
+    Some("var/admin.token".into())
+}
+fn default_state_dir() -> String {
+    "var/state".into()
+}
+fn default_challenge_ttl() -> u64 {
+    3600
+}
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_health_interval() -> u64 {
+    5
+}

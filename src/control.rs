@@ -1,0 +1,230 @@
+//! The writer side. Every change (admin API, seed list, challenge expiry) goes through `Control::apply`:
+//! preconditions are checked against memory, the batch is made durable in the `Store`, then applied to
+//! the in-memory tables the proxy reads. One writer at a time, so store order and memory order agree.
+//! Each change costs one store write and one map update: O(1) in the number of domains.
+
+use crate::challenges::{Challenge, Challenges};
+use crate::domain::{Domain, FieldError};
+use crate::metrics;
+use crate::pools::Pools;
+use crate::routes::{Route, Routes};
+use crate::store::{Change, Snapshot, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the proxy reads on every request.
+#[derive(Default)]
+pub struct State {
+    pub routes: Routes,
+    pub challenges: Challenges,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Control {
+    pub state: Arc<State>,
+    store: Arc<dyn Store>,
+    pools: Pools,
+    writer: tokio::sync::Mutex<()>,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Control {
+    pub fn new(store: Arc<dyn Store>, pools: Pools) -> Self {
+        Control {
+            state: Arc::new(State::default()),
+            store,
+            pools,
+            writer: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    /// Fill memory from a loaded snapshot (start-up). Expired challenges are dropped from the store.
+    pub async fn restore(&self, snap: Snapshot) -> Result<(), StoreError> {
+        let now = unix_now();
+        let mut expired = Vec::new();
+        for d in &snap.domains {
+            self.put_route(d);
+        }
+        for c in snap.challenges {
+            if c.expires_at <= now {
+                expired.push(Change::DeleteChallenge { token: c.token });
+            } else {
+                self.put_challenge(c);
+            }
+        }
+        if !expired.is_empty() {
+            self.store.apply(&expired).await?;
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Apply a batch, all or nothing. Returns once the batch is durable and live.
+    pub async fn apply(&self, changes: Vec<Change>) -> Result<(), ApplyError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().await;
+        let undo = self.check_and_undo(&changes)?;
+        if let Err(e) = self.store.apply(&changes).await {
+            if changes.len() > 1 {
+                // Some files of the batch may be written: put back what was there.
+                if let Err(undo_err) = self.store.apply(&undo).await {
+                    log::error!("could not undo a failed batch: {undo_err}; the state store may hold part of it");
+                }
+            }
+            return Err(e.into());
+        }
+        for c in changes {
+            metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
+            match c {
+                Change::PutDomain(d) => self.put_route(&d),
+                Change::DeleteDomain { host } => {
+                    self.state.routes.remove(&host);
+                }
+                Change::PutChallenge(ch) => self.put_challenge(ch),
+                Change::DeleteChallenge { token } => {
+                    self.state.challenges.remove(&token);
+                }
+            }
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Check that every delete names something present (taking earlier ops of the batch into account)
+    /// and build the changes that would restore the current state.
+    fn check_and_undo(&self, changes: &[Change]) -> Result<Vec<Change>, ApplyError> {
+        let mut domains: HashMap<&str, bool> = HashMap::new();
+        let mut tokens: HashMap<&str, bool> = HashMap::new();
+        let mut undo = Vec::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            let at = |m: String| {
+                if changes.len() > 1 {
+                    format!("ops[{i}]: {m}")
+                } else {
+                    m
+                }
+            };
+            match c {
+                Change::PutDomain(d) => {
+                    undo.push(self.domain_undo(&d.host));
+                    domains.insert(&d.host, true);
+                }
+                Change::DeleteDomain { host } => {
+                    let present = *domains
+                        .entry(host)
+                        .or_insert_with(|| self.state.routes.get(host).is_some());
+                    if !present {
+                        return Err(ApplyError::NotFound(at(format!("domain `{host}` not found"))));
+                    }
+                    undo.push(self.domain_undo(host));
+                    domains.insert(host, false);
+                }
+                Change::PutChallenge(ch) => {
+                    undo.push(self.challenge_undo(&ch.token));
+                    tokens.insert(&ch.token, true);
+                }
+                Change::DeleteChallenge { token } => {
+                    let present = *tokens
+                        .entry(token)
+                        .or_insert_with(|| self.state.challenges.contains(token));
+                    if !present {
+                        return Err(ApplyError::NotFound(at(format!("challenge `{token}` not found"))));
+                    }
+                    undo.push(self.challenge_undo(token));
+                    tokens.insert(token, false);
+                }
+            }
+        }
+        undo.reverse();
+        Ok(undo)
+    }
+
+    fn domain_undo(&self, host: &str) -> Change {
+        match self.state.routes.get(host) {
+            Some(r) => Change::PutDomain(r.domain.clone()),
+            None => Change::DeleteDomain { host: host.into() },
+        }
+    }
+
+    fn challenge_undo(&self, token: &str) -> Change {
+        match self.state.challenges.get(token) {
+            Some(c) => Change::PutChallenge(c),
+            None => Change::DeleteChallenge {
+                token: token.into(),
+            },
+        }
+    }
+
+    fn put_route(&self, d: &Domain) {
+        let pool = self.pools.get(&d.upstreams);
+        self.state.routes.insert(Arc::new(Route {
+            domain: d.clone(),
+            pool,
+        }));
+    }
+
+    fn put_challenge(&self, c: Challenge) {
+        self.state.challenges.insert(&c);
+    }
+
+    pub fn domain(&self, host: &str) -> Option<Domain> {
+        self.state.routes.get(host).map(|r| r.domain.clone())
+    }
+
+    pub fn domains(&self) -> Vec<Domain> {
+        self.state.routes.domains()
+    }
+
+    pub fn challenge(&self, token: &str) -> Option<Challenge> {
+        self.state.challenges.get(token)
+    }
+
+    /// Delete every challenge expired at `now`, durably. Returns how many went.
+    pub async fn expire_challenges(&self, now: u64) -> Result<usize, ApplyError> {
+        let expired: Vec<Change> = self
+            .state
+            .challenges
+            .expired(now)
+            .into_iter()
+            .map(|token| Change::DeleteChallenge { token })
+            .collect();
+        let n = expired.len();
+        for c in expired {
+            // One by one: a token deleted through the API meanwhile is simply not found.
+            match self.apply(vec![c]).await {
+                Ok(()) | Err(ApplyError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    fn update_gauges(&self) {
+        metrics::DOMAINS.set(self.state.routes.len() as i64);
+        metrics::CHALLENGE_TOKENS.set(self.state.challenges.len() as i64);
+        metrics::POOLS.set(self.pools.len() as i64);
+        metrics::BACKENDS.set(self.pools.backend_count() as i64);
+    }
+}

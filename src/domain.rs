@@ -1,0 +1,197 @@
+//! The domain object: what the admin API, the config seed list and the store all exchange.
+//! Input is parsed into `DomainInput` (every field optional, unknown fields refused) and validated into
+//! `Domain`, with errors that name the field.
+
+use crate::host::parse_host;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// A validation error that names the offending field, e.g. `upstreams[1]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, nested under `prefix` (`ops[3]` + `host` -> `ops[3].host`).
+    pub fn within(self, prefix: &str) -> Self {
+        let field = if self.field.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        FieldError { field, ..self }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    #[default]
+    Off,
+    Manual,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeMode {
+    #[default]
+    Intercept,
+    Passthrough,
+}
+
+/// A stored, validated domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    pub host: String,
+    pub upstreams: Vec<SocketAddr>,
+    pub tls: TlsMode,
+    pub redirect_https: bool,
+    pub acme_challenges: ChallengeMode,
+}
+
+/// The body of `PUT /v1/domains/{host}` (and of a `put_domain` op, a seed entry).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainInput {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub upstreams: Option<Vec<String>>,
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+    #[serde(default)]
+    pub redirect_https: Option<bool>,
+    #[serde(default)]
+    pub acme_challenges: Option<ChallengeMode>,
+}
+
+/// What the domain validation needs to know about the running configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DomainPolicy {
+    /// `tls: "auto"` needs an ACME section.
+    pub acme_enabled: bool,
+}
+
+pub const MAX_UPSTREAMS: usize = 64;
+
+impl DomainInput {
+    /// Validate into a `Domain`. `path_host` is the host from the URL, if any; a body `host` must match it.
+    pub fn validate(self, path_host: Option<&str>, policy: DomainPolicy) -> Result<Domain, FieldError> {
+        let host = match (path_host, self.host.as_deref()) {
+            (Some(p), Some(b)) => {
+                let (p, b) = (parse_host(p, true), parse_host(b, true));
+                match (p, b) {
+                    (Ok(p), Ok(b)) if p == b => p,
+                    (Err(e), _) => return Err(FieldError::new("host", e.to_string())),
+                    (_, Err(e)) => return Err(FieldError::new("host", e.to_string())),
+                    _ => return Err(FieldError::new("host", "differs from the host in the URL")),
+                }
+            }
+            (Some(h), None) | (None, Some(h)) => {
+                parse_host(h, true).map_err(|e| FieldError::new("host", e.to_string()))?
+            }
+            (None, None) => return Err(FieldError::new("host", "is required")),
+        };
+        let raw = self
+            .upstreams
+            .ok_or_else(|| FieldError::new("upstreams", "is required"))?;
+        let upstreams = parse_upstreams(&raw)?;
+        let tls = self.tls.unwrap_or_default();
+        if tls == TlsMode::Auto && !policy.acme_enabled {
+            return Err(FieldError::new(
+                "tls",
+                "\"auto\" needs an `edgeward.acme` section in the configuration",
+            ));
+        }
+        Ok(Domain {
+            host,
+            upstreams,
+            tls,
+            redirect_https: self.redirect_https.unwrap_or(false),
+            acme_challenges: self.acme_challenges.unwrap_or_default(),
+        })
+    }
+}
+
+/// Upstreams are `IP:port` (`[v6]:port`): resolved once by the operator, never on the request path.
+pub fn parse_upstreams(raw: &[String]) -> Result<Vec<SocketAddr>, FieldError> {
+    if raw.is_empty() {
+        return Err(FieldError::new("upstreams", "needs at least one address"));
+    }
+    if raw.len() > MAX_UPSTREAMS {
+        return Err(FieldError::new(
+            "upstreams",
+            format!("at most {MAX_UPSTREAMS} addresses"),
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, s) in raw.iter().enumerate() {
+        let addr: SocketAddr = s.trim().parse().map_err(|_| {
+            FieldError::new(
+                format!("upstreams[{i}]"),
+                format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:3000 or [::1]:3000)"),
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(FieldError::new(format!("upstreams[{i}]"), "port 0 is not allowed"));
+        }
+        if out.contains(&addr) {
+            return Err(FieldError::new(format!("upstreams[{i}]"), format!("`{s}` is listed twice")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> DomainInput {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_required_fields() {
+        let d = input(r#"{"upstreams": ["127.0.0.1:3000"]}"#)
+            .validate(Some("Shop.Example.com"), DomainPolicy::default())
+            .unwrap();
+        assert_eq!(d.host, "shop.example.com");
+        assert_eq!(d.tls, TlsMode::Off);
+        assert!(!d.redirect_https);
+        assert_eq!(d.acme_challenges, ChallengeMode::Intercept);
+        let e = input("{}").validate(Some("a.com"), DomainPolicy::default()).unwrap_err();
+        assert_eq!(e.field, "upstreams");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let p = DomainPolicy::default();
+        let e = input(r#"{"upstreams": ["127.0.0.1:1", "nope"]}"#).validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "upstreams[1]");
+        let e = input(r#"{"upstreams": ["127.0.0.1:1", "127.0.0.1:1"]}"#).validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "upstreams[1]");
+        let e = input(r#"{"upstreams": []}"#).validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "upstreams");
+        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "tls": "auto"}"#).validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "tls");
+        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "host": "b.com"}"#).validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "host");
+        let e = input(r#"{"upstreams": ["127.0.0.1:1"]}"#).validate(Some("a.*.com"), p);
+        assert_eq!(e.unwrap_err().field, "host");
+        assert!(serde_json::from_str::<DomainInput>(r#"{"upstream": []}"#).is_err());
+        assert!(serde_json::from_str::<DomainInput>(r#"{"tls": "on"}"#).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The `edgeward` binary: run the server (`-c FILE`, Pingora's `-t -d -u`), or talk to a running one
+//! (`domain`, `challenge`). No logic here: parse, load, build, run.
+
+use clap::{Args, Parser, Subcommand};
+use edgeward::{app, client, config};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "edgeward", version, about = "Edge reverse proxy with built-in ACME")]
+struct Cli {
+    /// The configuration file.
+    #[arg(short = 'c', long = "conf", global = true)]
+    conf: Option<PathBuf>,
+    /// Check the configuration and the state directory, then exit.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// Run in the background (Pingora daemon mode).
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Take over the listening sockets of a running edgeward (graceful upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin API address for client commands (default: the config's admin.listen).
+    #[arg(long, global = true, env = "EDGEWARD_ADMIN_URL")]
+    admin: Option<String>,
+    /// Admin token for client commands (default: EDGEWARD_ADMIN_TOKEN or the config's token_file).
+    #[arg(long, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage domains (routes).
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Manage ACME challenge tokens (for an external ACME client).
+    #[command(subcommand)]
+    Challenge(ChallengeCmd),
+}
+
+#[derive(Subcommand)]
+enum DomainCmd {
+    /// Create or replace a domain.
+    Put {
+        host: String,
+        /// Upstream IP:port; repeat for several.
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<String>,
+        /// off, manual or auto.
+        #[arg(long, default_value = "off")]
+        tls: String,
+        /// Redirect plain HTTP to HTTPS (challenges excepted).
+        #[arg(long)]
+        redirect_https: bool,
+        /// Proxy ACME challenge paths to the upstreams instead of answering them.
+        #[arg(long)]
+        passthrough_challenges: bool,
+    },
+    /// List domains.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one domain.
+    Get { host: String },
+    /// Delete a domain.
+    Rm { host: String },
+}
+
+#[derive(Subcommand)]
+enum ChallengeCmd {
+    /// Register a token to answer.
+    Put {
+        token: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long = "key-authorization")]
+        key_authorization: String,
+        /// Seconds until the token expires (default: the server's challenges.ttl_seconds).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Delete a token.
+    Rm { token: String },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(cmd) => run_client(cmd, cli.admin, cli.conf),
+        None => run_server(cli.conf, cli.test, cli.daemon, cli.upgrade),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgeward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(conf: Option<PathBuf>, test: bool, daemon: bool, upgrade: bool) -> anyhow::Result<()> {
+    let path = conf.ok_or_else(|| anyhow::anyhow!("no configuration file: pass -c FILE"))?;
+    let config = config::load(&path)?;
+    let control = app::prepare(&config)?;
+    if test {
+        println!(
+            "{}: configuration OK, state OK ({} domains)",
+            path.display(),
+            control.domains().len()
+        );
+        return Ok(());
+    }
+    let opt = pingora_core::server::configuration::Opt {
+        upgrade,
+        daemon,
+        ..Default::default()
+    };
+    let server = app::build(config, opt, control)?;
+    server.run_forever()
+}
+
+fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::Result<()> {
+    let c = client::Client::new(admin.admin, admin.token, conf.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let print = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        match cmd {
+            Command::Domain(DomainCmd::Put { host, upstreams, tls, redirect_https, passthrough_challenges }) => {
+                let body = json!({
+                    "upstreams": upstreams,
+                    "tls": tls,
+                    "redirect_https": redirect_https,
+                    "acme_challenges": if passthrough_challenges { "passthrough" } else { "intercept" },
+                });
+                print(c.domain_put(&host, body).await?);
+            }
+            Command::Domain(DomainCmd::Ls { json }) => {
+                let list = c.domain_list().await?;
+                if json {
+                    print(serde_json::Value::Array(list));
+                } else {
+                    print!("{}", client::domain_table(&list));
+                }
+            }
+            Command::Domain(DomainCmd::Get { host }) => print(c.domain_get(&host).await?),
+            Command::Domain(DomainCmd::Rm { host }) => c.domain_rm(&host).await?,
+            Command::Challenge(ChallengeCmd::Put { token, host, key_authorization, ttl }) => {
+                print(c.challenge_put(&token, &host, &key_authorization, ttl).await?);
+            }
+            Command::Challenge(ChallengeCmd::Rm { token }) => c.challenge_rm(&token).await?,
+        }
+        anyhow::Ok(())
+    })
+}

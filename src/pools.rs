@@ -1,0 +1,164 @@
+//! Upstream pools, shared by every domain that lists the same upstream set. Health is tracked per backend
+//! address in one pingora `HealthRegistry` probed by one `HealthCheckService`, so 100k domains over a few
+//! thousand backends cost a few thousand probes, and a domain change never starts or stops a task.
+
+use dashmap::DashMap;
+use futures_util::FutureExt;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::health_check::TcpHealthCheck;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, Backends, HealthCheckService, HealthRegistry, LoadBalancer};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// A round-robin pool over one upstream set.
+pub struct Pool {
+    key: Box<[SocketAddr]>,
+    lb: LoadBalancer<RoundRobin>,
+    owner: Weak<PoolsInner>,
+}
+
+impl Pool {
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.key
+    }
+
+    /// The next healthy backend in round-robin order that is not in `exclude` (already tried).
+    pub fn select(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let max = self.key.len() * 2 + 1;
+        self.lb
+            .select_with(b"", max, |b, healthy| {
+                healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a))
+            })
+            .and_then(|b| b.addr.as_inet().copied())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.upgrade() {
+            owner
+                .by_key
+                .remove_if(&self.key, |_, w| w.strong_count() == 0);
+        }
+    }
+}
+
+struct PoolsInner {
+    registry: Arc<HealthRegistry>,
+    by_key: DashMap<Box<[SocketAddr]>, Weak<Pool>>,
+}
+
+/// The pool registry: upstream set -> shared pool.
+#[derive(Clone)]
+pub struct Pools {
+    inner: Arc<PoolsInner>,
+}
+
+impl Pools {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let registry = Arc::new(HealthRegistry::new());
+        let mut hc = TcpHealthCheck::new();
+        hc.peer_template.options.connection_timeout = Some(connect_timeout);
+        registry.set_health_check(hc);
+        Pools {
+            inner: Arc::new(PoolsInner {
+                registry,
+                by_key: DashMap::new(),
+            }),
+        }
+    }
+
+    /// The background service that probes every distinct backend once per `interval`.
+    pub fn health_service(&self, interval: Duration) -> HealthCheckService {
+        let mut svc = HealthCheckService::new(self.inner.registry.clone());
+        svc.health_check_frequency = Some(interval);
+        svc.parallel_health_check = true;
+        svc
+    }
+
+    /// The pool for `upstreams` (order does not matter), created on first use.
+    pub fn get(&self, upstreams: &[SocketAddr]) -> Arc<Pool> {
+        let mut key: Vec<SocketAddr> = upstreams.to_vec();
+        key.sort_unstable();
+        key.dedup();
+        let key = key.into_boxed_slice();
+        if let Some(p) = self.inner.by_key.get(&key).and_then(|w| w.upgrade()) {
+            return p;
+        }
+        match self.inner.by_key.entry(key.clone()) {
+            dashmap::Entry::Occupied(mut e) => {
+                if let Some(p) = e.get().upgrade() {
+                    return p;
+                }
+                let p = self.build(key);
+                e.insert(Arc::downgrade(&p));
+                p
+            }
+            dashmap::Entry::Vacant(e) => {
+                let p = self.build(key);
+                e.insert(Arc::downgrade(&p));
+                p
+            }
+        }
+    }
+
+    fn build(&self, key: Box<[SocketAddr]>) -> Arc<Pool> {
+        let set: BTreeSet<Backend> = key
+            .iter()
+            .map(|a| Backend::new(&a.to_string()).expect("a SocketAddr always parses"))
+            .collect();
+        let backends = Backends::new_with_health_registry(Static::new(set), self.inner.registry.clone());
+        let lb = LoadBalancer::from_backends(backends);
+        // Static discovery never awaits: the pool is ready when this returns.
+        lb.update()
+            .now_or_never()
+            .expect("static discovery completes at once")
+            .expect("static discovery cannot fail");
+        Arc::new(Pool {
+            key,
+            lb,
+            owner: Arc::downgrade(&self.inner),
+        })
+    }
+
+    /// Number of live pools.
+    pub fn len(&self) -> usize {
+        self.inner.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.by_key.is_empty()
+    }
+
+    /// Distinct backend addresses under health checks.
+    pub fn backend_count(&self) -> usize {
+        self.inner.registry.target_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_shared_and_dropped() {
+        let pools = Pools::new(Duration::from_secs(1));
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let p1 = pools.get(&[a, b]);
+        let p2 = pools.get(&[b, a]);
+        assert!(Arc::ptr_eq(&p1, &p2));
+        assert_eq!(pools.len(), 1);
+        let first = p1.select(&[]).unwrap();
+        let second = p1.select(&[]).unwrap();
+        assert_ne!(first, second, "round robin alternates");
+        assert_eq!(p1.select(&[a]), Some(b));
+        assert_eq!(p1.select(&[a, b]), None);
+        drop(p1);
+        drop(p2);
+        assert_eq!(pools.len(), 0);
+    }
+}

@@ -1,0 +1,144 @@
+//! The Pingora `ProxyHttp` for the public listeners. Per request: the challenge responder (if this
+//! listener intercepts), then the route lookup, then an upstream from the route's pool. Lookups only:
+//! no I/O, no parsing, no lock held across an await.
+
+pub mod challenge;
+pub mod routing;
+
+use crate::control::{unix_now, State};
+use crate::host::normalize_request_host;
+use crate::metrics;
+use crate::routes::Route;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::modules::http::HttpModules;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One proxy per listener group (listeners that share the same interception setting).
+pub struct EdgeProxy {
+    pub state: Arc<State>,
+    pub intercept_acme_challenges: bool,
+    pub tls: bool,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Default)]
+pub struct Ctx {
+    route: Option<Arc<Route>>,
+    tried: Vec<SocketAddr>,
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// No downstream modules: compression is off at the edge, and skipping the module saves work per
+    /// request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Owned: the responder below needs `session` mutably.
+        let host: String = routing::request_host(session)
+            .map(|h| normalize_request_host(h).into_owned())
+            .unwrap_or_default();
+        let host = host.as_str();
+        if self.intercept_acme_challenges
+            && session.req_header().uri.path().starts_with(challenge::PREFIX)
+        {
+            match challenge::handle(&self.state, session, host, unix_now()).await? {
+                challenge::Outcome::Answered => return Ok(true),
+                challenge::Outcome::Proxy => {}
+            }
+        }
+        match self.state.routes.lookup(host) {
+            Some(route) => {
+                ctx.route = Some(route);
+                Ok(false)
+            }
+            None => {
+                let head = session.req_header().method == http::Method::HEAD;
+                respond(session, 404, Bytes::from_static(b"unknown host\n"), head).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(pingora_error::ErrorType::HTTPStatus(404), "no route");
+        };
+        let addr = routing::pick(route, &mut ctx.tried)?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let untried = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.pool.addrs().len() > ctx.tried.len());
+        if untried {
+            log::debug!("connect to {peer} failed, trying another backend: {e}");
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            let xff = routing::forwarded_for(
+                upstream.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+                &ip.to_string(),
+            );
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        if let Some(host) = routing::request_host(session).map(str::to_string) {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {
+        if let Some(resp) = session.response_written() {
+            let class = metrics::status_class(resp.status.as_u16());
+            metrics::REQUESTS.with_label_values(&[class]).inc();
+        }
+    }
+}
+
+/// Write a complete `text/plain` response.
+pub(crate) async fn respond(session: &mut Session, status: u16, body: Bytes, head: bool) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if head {
+        session.write_response_header(Box::new(resp), true).await
+    } else {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}

@@ -1,0 +1,51 @@
+//! Host routing and upstream selection: the request's host picks a route, the route's shared pool picks
+//! a backend round robin, skipping unhealthy ones and the ones this request already failed to reach.
+
+use crate::routes::Route;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::Session;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The host a request is for: `Host`, else the URI authority (HTTP/2 `:authority`, absolute form).
+pub fn request_host(session: &Session) -> Option<&str> {
+    let req = session.req_header();
+    match req.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri.authority().map(|a| a.as_str()),
+    }
+}
+
+/// Pick the next backend for this request, or fail with 502 when none is left.
+pub fn pick(route: &Arc<Route>, tried: &mut Vec<SocketAddr>) -> Result<SocketAddr> {
+    match route.pool.select(tried) {
+        Some(addr) => {
+            tried.push(addr);
+            Ok(addr)
+        }
+        None => Error::e_explain(
+            ErrorType::HTTPStatus(502),
+            format!("no reachable upstream for {}", route.domain.host),
+        ),
+    }
+}
+
+/// Add `ip` to an `X-Forwarded-For` chain.
+pub fn forwarded_for(existing: Option<&[u8]>, ip: &str) -> String {
+    match existing.and_then(|v| std::str::from_utf8(v).ok()) {
+        Some(v) if !v.trim().is_empty() => format!("{}, {ip}", v.trim()),
+        _ => ip.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends() {
+        assert_eq!(forwarded_for(None, "1.2.3.4"), "1.2.3.4");
+        assert_eq!(forwarded_for(Some(b" 9.9.9.9 "), "1.2.3.4"), "9.9.9.9, 1.2.3.4");
+        assert_eq!(forwarded_for(Some(b""), "1.2.3.4"), "1.2.3.4");
+    }
+}

@@ -1,0 +1,114 @@
+//! The route table the proxy reads: exact hosts in one map, one-level wildcards in another keyed by their
+//! parent (`*.example.com` under `example.com`), so a lookup is at most two probes and never allocates.
+//! Exact wins over wildcard. Each host lives in exactly one of the two maps, decided by its form.
+
+use crate::domain::Domain;
+use crate::host::wildcard_parent;
+use crate::pools::Pool;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+/// A domain and the pool its requests go to.
+pub struct Route {
+    pub domain: Domain,
+    pub pool: Arc<Pool>,
+}
+
+#[derive(Default)]
+pub struct Routes {
+    exact: DashMap<Box<str>, Arc<Route>>,
+    wildcard: DashMap<Box<str>, Arc<Route>>,
+}
+
+impl Routes {
+    /// The route for a normalised request host.
+    pub fn lookup(&self, host: &str) -> Option<Arc<Route>> {
+        if let Some(r) = self.exact.get(host) {
+            return Some(r.clone());
+        }
+        let parent = wildcard_parent(host)?;
+        self.wildcard.get(parent).map(|r| r.clone())
+    }
+
+    /// The route stored under exactly this host name (`*.a.com` for a wildcard).
+    pub fn get(&self, host: &str) -> Option<Arc<Route>> {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent).map(|r| r.clone()),
+            None => self.exact.get(host).map(|r| r.clone()),
+        }
+    }
+
+    pub fn insert(&self, route: Arc<Route>) -> Option<Arc<Route>> {
+        let host = route.domain.host.as_str();
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard.insert(parent.into(), route),
+            None => self.exact.insert(host.into(), route),
+        }
+    }
+
+    pub fn remove(&self, host: &str) -> Option<Arc<Route>> {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard.remove(parent).map(|(_, r)| r),
+            None => self.exact.remove(host).map(|(_, r)| r),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every domain, sorted by host.
+    pub fn domains(&self) -> Vec<Domain> {
+        let mut v: Vec<Domain> = self
+            .exact
+            .iter()
+            .chain(self.wildcard.iter())
+            .map(|r| r.domain.clone())
+            .collect();
+        v.sort_by(|a, b| a.host.cmp(&b.host));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChallengeMode, TlsMode};
+    use crate::pools::Pools;
+    use std::time::Duration;
+
+    fn route(pools: &Pools, host: &str, port: u16) -> Arc<Route> {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        Arc::new(Route {
+            domain: Domain {
+                host: host.into(),
+                upstreams: vec![addr],
+                tls: TlsMode::Off,
+                redirect_https: false,
+                acme_challenges: ChallengeMode::Intercept,
+            },
+            pool: pools.get(&[addr]),
+        })
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_wildcards_are_one_level() {
+        let pools = Pools::new(Duration::from_secs(1));
+        let t = Routes::default();
+        t.insert(route(&pools, "*.example.com", 1));
+        t.insert(route(&pools, "www.example.com", 2));
+        let port = |h: &str| t.lookup(h).map(|r| r.domain.upstreams[0].port());
+        assert_eq!(port("www.example.com"), Some(2));
+        assert_eq!(port("shop.example.com"), Some(1));
+        assert_eq!(port("a.b.example.com"), None);
+        assert_eq!(port("example.com"), None);
+        assert_eq!(t.len(), 2);
+        assert!(t.remove("*.example.com").is_some());
+        assert_eq!(port("shop.example.com"), None);
+        assert_eq!(t.domains().len(), 1);
+    }
+}

@@ -1,0 +1,77 @@
+//! The durable truth. Every accepted change goes through a `Store` before it touches memory; start-up
+//! loads a `Snapshot` from it. The state directory is the default backend; etcd comes later for fleets.
+
+mod dir;
+
+pub use dir::DirStore;
+
+/// Write a secret file atomically with mode 0600.
+pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+    dir::write_atomic(path, bytes, 0o600)
+}
+
+use crate::challenges::Challenge;
+use crate::domain::Domain;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One durable change. A batch of them is applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    PutDomain(Domain),
+    DeleteDomain { host: String },
+    PutChallenge(Challenge),
+    DeleteChallenge { token: String },
+}
+
+impl Change {
+    /// The metric label for this kind of change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::PutDomain(_) => "put_domain",
+            Change::DeleteDomain { .. } => "delete_domain",
+            Change::PutChallenge(_) => "put_challenge",
+            Change::DeleteChallenge { .. } => "delete_challenge",
+        }
+    }
+}
+
+/// Everything a node needs to serve, as loaded at start-up.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub domains: Vec<Domain>,
+    pub challenges: Vec<Challenge>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt state file: {message} (fix or remove it; nothing was loaded from it)")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Everything stored. A file or key that cannot be read is an error naming it, never skipped.
+    async fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Make `changes` durable, all or nothing, before returning.
+    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+}
