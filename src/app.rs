@@ -21,7 +21,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
     let store = DirStore::open(&config.state_dir)
         .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let control = Arc::new(Control::new(store.clone(), Pools::new(config.connect_timeout)));
+    let control = Arc::new(Control::new(
+        store.clone(),
+        Pools::new(config.connect_timeout),
+    ));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,7 +33,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
         let snap = store.load().await?;
         let (domains, challenges) = (snap.domains.len(), snap.challenges.len());
         control.restore(snap).await?;
-        log::info!("restored {domains} domains and {challenges} challenges from {}", config.state_dir.display());
+        log::info!(
+            "restored {domains} domains and {challenges} challenges from {}",
+            config.state_dir.display()
+        );
         let seeds: Vec<Change> = config
             .seeds
             .iter()
@@ -39,7 +45,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
             .map(Change::PutDomain)
             .collect();
         if !seeds.is_empty() {
-            log::info!("applying {} domains from the configuration's seed list", seeds.len());
+            log::info!(
+                "applying {} domains from the configuration's seed list",
+                seeds.len()
+            );
             control.apply(seeds).await?;
         }
         anyhow::Ok(())
@@ -49,12 +58,14 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
 
 /// Build the server with every service; the caller runs it.
 pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<Server> {
-    let (token, created) = auth::resolve(config.admin_token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let (token, created) =
+        auth::resolve(config.admin_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     if created {
         if let Some(p) = &config.admin_token_file {
             log::warn!("created a new admin token in {}", p.display());
         }
     }
+    crate::metrics::init();
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     server.bootstrap();
     let conf = server.configuration.clone();
@@ -74,7 +85,11 @@ pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<
             tls: false,
             connect_timeout: config.connect_timeout,
         };
-        let name = if intercept { "edgeward http" } else { "edgeward http (challenges proxied)" };
+        let name = if intercept {
+            "edgeward http"
+        } else {
+            "edgeward http (challenges proxied)"
+        };
         let mut svc = pingora_proxy::http_proxy_service_with_name(&conf, proxy, name);
         for l in addrs {
             svc.add_tcp(&l.addr.to_string());

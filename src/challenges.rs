@@ -47,7 +47,10 @@ impl ChallengeInput {
     ) -> Result<Challenge, FieldError> {
         let token = match (path_token, self.token.as_deref()) {
             (Some(p), Some(b)) if p != b => {
-                return Err(FieldError::new("token", "differs from the token in the URL"))
+                return Err(FieldError::new(
+                    "token",
+                    "differs from the token in the URL",
+                ))
             }
             (Some(t), _) | (None, Some(t)) => t.to_string(),
             (None, None) => return Err(FieldError::new("token", "is required")),
@@ -65,9 +68,12 @@ impl ChallengeInput {
         let ka = self
             .key_authorization
             .ok_or_else(|| FieldError::new("key_authorization", "is required"))?;
-        let thumbprint = ka.strip_prefix(token.as_str()).and_then(|r| r.strip_prefix('.'));
+        let thumbprint = ka
+            .strip_prefix(token.as_str())
+            .and_then(|r| r.strip_prefix('.'));
         match thumbprint {
-            Some(t) if !t.is_empty() && t.len() <= MAX_KEY_AUTHORIZATION_LEN && valid_b64url(t) => {}
+            Some(t) if !t.is_empty() && t.len() <= MAX_KEY_AUTHORIZATION_LEN && valid_b64url(t) => {
+            }
             _ => {
                 return Err(FieldError::new(
                     "key_authorization",
@@ -210,9 +216,14 @@ mod tests {
     #[test]
     fn lookup_checks_host_and_expiry() {
         let m = Challenges::default();
-        let c = input("tok", "a.com", "tok.x").validate(None, 10, 100).unwrap();
+        let c = input("tok", "a.com", "tok.x")
+            .validate(None, 10, 100)
+            .unwrap();
         m.insert(&c);
-        assert_eq!(m.lookup("tok", "a.com", 105).as_deref(), Some(&b"tok.x"[..]));
+        assert_eq!(
+            m.lookup("tok", "a.com", 105).as_deref(),
+            Some(&b"tok.x"[..])
+        );
         assert!(m.lookup("tok", "b.com", 105).is_none());
         assert!(m.lookup("tok", "a.com", 110).is_none());
         assert_eq!(m.expired(110), vec!["tok".to_string()]);

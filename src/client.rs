@@ -15,7 +15,11 @@ pub struct Client {
 
 impl Client {
     /// `admin`/`token` from flags win; else the config file; else defaults and `EDGEWARD_ADMIN_TOKEN`.
-    pub fn new(admin: Option<String>, token: Option<String>, config: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn new(
+        admin: Option<String>,
+        token: Option<String>,
+        config: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let loaded = match config {
             Some(p) => Some(crate::config::load(p)?),
             None => None,
@@ -25,7 +29,11 @@ impl Client {
             (None, Some(c)) => format!("http://{}", c.admin_listen),
             (None, None) => "http://127.0.0.1:9900".into(),
         };
-        let base = if base.contains("://") { base } else { format!("http://{base}") };
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
         let token = match token {
             Some(t) => t,
             None => match loaded.as_ref().and_then(|c| c.admin_token_file.as_deref()) {
@@ -33,7 +41,11 @@ impl Client {
                     .with_context(|| format!("reading the admin token from {}", file.display()))?
                     .trim()
                     .to_string(),
-                _ => auth::resolve(None).map_err(anyhow::Error::msg)?.0.as_str().to_string(),
+                _ => auth::resolve(None)
+                    .map_err(anyhow::Error::msg)?
+                    .0
+                    .as_str()
+                    .to_string(),
             },
         };
         Ok(Client {
@@ -43,7 +55,12 @@ impl Client {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Option<Value>> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Option<Value>> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -62,11 +79,19 @@ impl Client {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_str(&text).context("admin API answered with invalid JSON")?))
+        Ok(Some(
+            serde_json::from_str(&text).context("admin API answered with invalid JSON")?,
+        ))
     }
 
     pub async fn domain_put(&self, host: &str, body: Value) -> anyhow::Result<Value> {
-        let v = self.call(reqwest::Method::PUT, &format!("/v1/domains/{}", enc(host)), Some(body)).await?;
+        let v = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/domains/{}", enc(host)),
+                Some(body),
+            )
+            .await?;
         Ok(v.unwrap_or(Value::Null))
     }
 
@@ -76,26 +101,54 @@ impl Client {
     }
 
     pub async fn domain_get(&self, host: &str) -> anyhow::Result<Value> {
-        let v = self.call(reqwest::Method::GET, &format!("/v1/domains/{}", enc(host)), None).await?;
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/domains/{}", enc(host)),
+                None,
+            )
+            .await?;
         Ok(v.unwrap_or(Value::Null))
     }
 
     pub async fn domain_rm(&self, host: &str) -> anyhow::Result<()> {
-        self.call(reqwest::Method::DELETE, &format!("/v1/domains/{}", enc(host)), None).await?;
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/domains/{}", enc(host)),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
-    pub async fn challenge_put(&self, token: &str, host: &str, ka: &str, ttl: Option<u64>) -> anyhow::Result<Value> {
+    pub async fn challenge_put(
+        &self,
+        token: &str,
+        host: &str,
+        ka: &str,
+        ttl: Option<u64>,
+    ) -> anyhow::Result<Value> {
         let mut body = json!({"host": host, "key_authorization": ka});
         if let Some(t) = ttl {
             body["ttl_seconds"] = json!(t);
         }
-        let v = self.call(reqwest::Method::PUT, &format!("/v1/challenges/{}", enc(token)), Some(body)).await?;
+        let v = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/challenges/{}", enc(token)),
+                Some(body),
+            )
+            .await?;
         Ok(v.unwrap_or(Value::Null))
     }
 
     pub async fn challenge_rm(&self, token: &str) -> anyhow::Result<()> {
-        self.call(reqwest::Method::DELETE, &format!("/v1/challenges/{}", enc(token)), None).await?;
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/challenges/{}", enc(token)),
+            None,
+        )
+        .await?;
         Ok(())
     }
 }
@@ -109,13 +162,28 @@ pub fn domain_table(domains: &[Value]) -> String {
     let rows: Vec<[String; 5]> = domains
         .iter()
         .map(|d| {
-            let s = |k: &str| d.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).unwrap_or_default();
+            let s = |k: &str| {
+                d.get(k)
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                    .unwrap_or_default()
+            };
             let ups = d
                 .get("upstreams")
                 .and_then(|u| u.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
-            [s("host"), ups, s("tls"), s("redirect_https"), s("acme_challenges")]
+            [
+                s("host"),
+                ups,
+                s("tls"),
+                s("redirect_https"),
+                s("acme_challenges"),
+            ]
         })
         .collect();
     let header = ["HOST", "UPSTREAMS", "TLS", "REDIRECT", "CHALLENGES"].map(str::to_string);
@@ -127,7 +195,11 @@ pub fn domain_table(domains: &[Value]) -> String {
     }
     let mut out = String::new();
     for r in std::iter::once(&header).chain(rows.iter()) {
-        let line: Vec<String> = r.iter().zip(width).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

@@ -136,7 +136,9 @@ impl Control {
                         .entry(host)
                         .or_insert_with(|| self.state.routes.get(host).is_some());
                     if !present {
-                        return Err(ApplyError::NotFound(at(format!("domain `{host}` not found"))));
+                        return Err(ApplyError::NotFound(at(format!(
+                            "domain `{host}` not found"
+                        ))));
                     }
                     undo.push(self.domain_undo(host));
                     domains.insert(host, false);
@@ -150,7 +152,9 @@ impl Control {
                         .entry(token)
                         .or_insert_with(|| self.state.challenges.contains(token));
                     if !present {
-                        return Err(ApplyError::NotFound(at(format!("challenge `{token}` not found"))));
+                        return Err(ApplyError::NotFound(at(format!(
+                            "challenge `{token}` not found"
+                        ))));
                     }
                     undo.push(self.challenge_undo(token));
                     tokens.insert(token, false);

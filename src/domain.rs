@@ -88,7 +88,11 @@ pub const MAX_UPSTREAMS: usize = 64;
 
 impl DomainInput {
     /// Validate into a `Domain`. `path_host` is the host from the URL, if any; a body `host` must match it.
-    pub fn validate(self, path_host: Option<&str>, policy: DomainPolicy) -> Result<Domain, FieldError> {
+    pub fn validate(
+        self,
+        path_host: Option<&str>,
+        policy: DomainPolicy,
+    ) -> Result<Domain, FieldError> {
         let host = match (path_host, self.host.as_deref()) {
             (Some(p), Some(b)) => {
                 let (p, b) = (parse_host(p, true), parse_host(b, true));
@@ -145,10 +149,16 @@ pub fn parse_upstreams(raw: &[String]) -> Result<Vec<SocketAddr>, FieldError> {
             )
         })?;
         if addr.port() == 0 {
-            return Err(FieldError::new(format!("upstreams[{i}]"), "port 0 is not allowed"));
+            return Err(FieldError::new(
+                format!("upstreams[{i}]"),
+                "port 0 is not allowed",
+            ));
         }
         if out.contains(&addr) {
-            return Err(FieldError::new(format!("upstreams[{i}]"), format!("`{s}` is listed twice")));
+            return Err(FieldError::new(
+                format!("upstreams[{i}]"),
+                format!("`{s}` is listed twice"),
+            ));
         }
         out.push(addr);
     }
@@ -172,7 +182,9 @@ mod tests {
         assert_eq!(d.tls, TlsMode::Off);
         assert!(!d.redirect_https);
         assert_eq!(d.acme_challenges, ChallengeMode::Intercept);
-        let e = input("{}").validate(Some("a.com"), DomainPolicy::default()).unwrap_err();
+        let e = input("{}")
+            .validate(Some("a.com"), DomainPolicy::default())
+            .unwrap_err();
         assert_eq!(e.field, "upstreams");
     }
 
@@ -181,13 +193,16 @@ mod tests {
         let p = DomainPolicy::default();
         let e = input(r#"{"upstreams": ["127.0.0.1:1", "nope"]}"#).validate(Some("a.com"), p);
         assert_eq!(e.unwrap_err().field, "upstreams[1]");
-        let e = input(r#"{"upstreams": ["127.0.0.1:1", "127.0.0.1:1"]}"#).validate(Some("a.com"), p);
+        let e =
+            input(r#"{"upstreams": ["127.0.0.1:1", "127.0.0.1:1"]}"#).validate(Some("a.com"), p);
         assert_eq!(e.unwrap_err().field, "upstreams[1]");
         let e = input(r#"{"upstreams": []}"#).validate(Some("a.com"), p);
         assert_eq!(e.unwrap_err().field, "upstreams");
-        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "tls": "auto"}"#).validate(Some("a.com"), p);
+        let e =
+            input(r#"{"upstreams": ["127.0.0.1:1"], "tls": "auto"}"#).validate(Some("a.com"), p);
         assert_eq!(e.unwrap_err().field, "tls");
-        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "host": "b.com"}"#).validate(Some("a.com"), p);
+        let e =
+            input(r#"{"upstreams": ["127.0.0.1:1"], "host": "b.com"}"#).validate(Some("a.com"), p);
         assert_eq!(e.unwrap_err().field, "host");
         let e = input(r#"{"upstreams": ["127.0.0.1:1"]}"#).validate(Some("a.*.com"), p);
         assert_eq!(e.unwrap_err().field, "host");

@@ -43,7 +43,11 @@ pub fn parse_host(input: &str, allow_wildcard: bool) -> Result<String, HostError
     let ascii = idna::domain_to_ascii_strict(rest)
         .map_err(|_| HostError::Invalid(input.to_string(), "IDNA conversion failed"))?;
     check_labels(&ascii).map_err(|why| HostError::Invalid(input.to_string(), why))?;
-    Ok(if wildcard { format!("*.{ascii}") } else { ascii })
+    Ok(if wildcard {
+        format!("*.{ascii}")
+    } else {
+        ascii
+    })
 }
 
 fn check_labels(ascii: &str) -> Result<(), &'static str> {
@@ -114,15 +118,39 @@ mod tests {
     fn operator_hosts_are_validated_and_normalised() {
         assert_eq!(parse_host("Example.COM.", false).unwrap(), "example.com");
         assert_eq!(parse_host("*.Example.com", true).unwrap(), "*.example.com");
-        assert_eq!(parse_host("bücher.example", false).unwrap(), "xn--bcher-kva.example");
-        assert_eq!(parse_host("*.bücher.example", true).unwrap(), "*.xn--bcher-kva.example");
+        assert_eq!(
+            parse_host("bücher.example", false).unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            parse_host("*.bücher.example", true).unwrap(),
+            "*.xn--bcher-kva.example"
+        );
         assert!(matches!(parse_host("", false), Err(HostError::Empty)));
-        assert!(matches!(parse_host("a.com:80", false), Err(HostError::NotAHost(_))));
-        assert!(matches!(parse_host("http://a.com", false), Err(HostError::NotAHost(_))));
-        assert!(matches!(parse_host("a.*.com", true), Err(HostError::BadWildcard(_))));
-        assert!(matches!(parse_host("*", true), Err(HostError::BadWildcard(_))));
-        assert!(matches!(parse_host("**.a.com", true), Err(HostError::BadWildcard(_))));
-        assert!(matches!(parse_host("*.a.com", false), Err(HostError::WildcardNotAllowed(_))));
+        assert!(matches!(
+            parse_host("a.com:80", false),
+            Err(HostError::NotAHost(_))
+        ));
+        assert!(matches!(
+            parse_host("http://a.com", false),
+            Err(HostError::NotAHost(_))
+        ));
+        assert!(matches!(
+            parse_host("a.*.com", true),
+            Err(HostError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            parse_host("*", true),
+            Err(HostError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            parse_host("**.a.com", true),
+            Err(HostError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            parse_host("*.a.com", false),
+            Err(HostError::WildcardNotAllowed(_))
+        ));
         assert!(parse_host("a..com", false).is_err());
         assert!(parse_host("-a.com", false).is_err());
         assert!(parse_host("a_b.com", false).is_err());

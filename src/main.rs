@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "edgeward", version, about = "Edge reverse proxy with built-in ACME")]
+#[command(
+    name = "edgeward",
+    version,
+    about = "Edge reverse proxy with built-in ACME"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(short = 'c', long = "conf", global = true)]
@@ -34,8 +38,8 @@ struct AdminArgs {
     #[arg(long, global = true, env = "EDGEWARD_ADMIN_URL")]
     admin: Option<String>,
     /// Admin token for client commands (default: EDGEWARD_ADMIN_TOKEN or the config's token_file).
-    #[arg(long, global = true)]
-    token: Option<String>,
+    #[arg(long = "token", global = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -111,7 +115,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server(conf: Option<PathBuf>, test: bool, daemon: bool, upgrade: bool) -> anyhow::Result<()> {
+fn run_server(
+    conf: Option<PathBuf>,
+    test: bool,
+    daemon: bool,
+    upgrade: bool,
+) -> anyhow::Result<()> {
     let path = conf.ok_or_else(|| anyhow::anyhow!("no configuration file: pass -c FILE"))?;
     let config = config::load(&path)?;
     let control = app::prepare(&config)?;
@@ -133,8 +142,10 @@ fn run_server(conf: Option<PathBuf>, test: bool, daemon: bool, upgrade: bool) ->
 }
 
 fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::Result<()> {
-    let c = client::Client::new(admin.admin, admin.token, conf.as_deref())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let c = client::Client::new(admin.admin, admin.admin_token, conf.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let print = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         match cmd {

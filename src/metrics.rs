@@ -30,16 +30,21 @@ pub static CHALLENGE_MISSES: LazyLock<IntCounter> =
     LazyLock::new(|| CHALLENGES_SERVED.with_label_values(&["miss"]));
 
 pub static DOMAINS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("edgeward_domains", "Domains in the route table").expect("metric registers once")
-});
-
-pub static CHALLENGE_TOKENS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("edgeward_acme_challenge_tokens", "Challenge tokens held in memory")
+    register_int_gauge!("edgeward_domains", "Domains in the route table")
         .expect("metric registers once")
 });
 
+pub static CHALLENGE_TOKENS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_acme_challenge_tokens",
+        "Challenge tokens held in memory"
+    )
+    .expect("metric registers once")
+});
+
 pub static POOLS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("edgeward_upstream_pools", "Distinct upstream pools").expect("metric registers once")
+    register_int_gauge!("edgeward_upstream_pools", "Distinct upstream pools")
+        .expect("metric registers once")
 });
 
 pub static BACKENDS: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -82,7 +87,12 @@ pub fn init() {
     for g in [&*DOMAINS, &*CHALLENGE_TOKENS, &*POOLS, &*BACKENDS] {
         g.add(0);
     }
-    for kind in ["put_domain", "delete_domain", "put_challenge", "delete_challenge"] {
+    for kind in [
+        "put_domain",
+        "delete_domain",
+        "put_challenge",
+        "delete_challenge",
+    ] {
         ADMIN_CHANGES.with_label_values(&[kind]);
     }
 }

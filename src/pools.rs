@@ -110,7 +110,8 @@ impl Pools {
             .iter()
             .map(|a| Backend::new(&a.to_string()).expect("a SocketAddr always parses"))
             .collect();
-        let backends = Backends::new_with_health_registry(Static::new(set), self.inner.registry.clone());
+        let backends =
+            Backends::new_with_health_registry(Static::new(set), self.inner.registry.clone());
         let lb = LoadBalancer::from_backends(backends);
         // Static discovery never awaits: the pool is ready when this returns.
         lb.update()

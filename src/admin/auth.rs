@@ -28,7 +28,9 @@ impl AdminToken {
     /// Does this `Authorization` header value carry the token?
     pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
         let Some(v) = authorization else { return false };
-        let Some(given) = v.strip_prefix(b"Bearer ") else { return false };
+        let Some(given) = v.strip_prefix(b"Bearer ") else {
+            return false;
+        };
         bool::from(given.trim_ascii().ct_eq(self.0.as_bytes()))
     }
 }
@@ -40,11 +42,12 @@ pub fn resolve(token_file: Option<&Path>) -> Result<(AdminToken, bool), String> 
             return Ok((AdminToken(t.trim().to_string()), false));
         }
     }
-    let path = token_file.ok_or_else(|| {
-        format!("no admin token: set {TOKEN_ENV} or edgeward.admin.token_file")
-    })?;
+    let path = token_file
+        .ok_or_else(|| format!("no admin token: set {TOKEN_ENV} or edgeward.admin.token_file"))?;
     match std::fs::read_to_string(path) {
-        Ok(t) if t.trim().is_empty() => Err(format!("{}: admin token file is empty", path.display())),
+        Ok(t) if t.trim().is_empty() => {
+            Err(format!("{}: admin token file is empty", path.display()))
+        }
         Ok(t) => Ok((AdminToken(t.trim().to_string()), false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
@@ -53,8 +56,7 @@ pub fn resolve(token_file: Option<&Path>) -> Result<(AdminToken, bool), String> 
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            crate::store::write_secret(path, token.as_bytes())
-                .map_err(|e| e.to_string())?;
+            crate::store::write_secret(path, token.as_bytes()).map_err(|e| e.to_string())?;
             Ok((AdminToken(token), true))
         }
         Err(e) => Err(format!("{}: cannot read admin token: {e}", path.display())),

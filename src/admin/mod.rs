@@ -43,8 +43,10 @@ impl ServeHttp for AdminApp {
             .map(|v| v.as_bytes());
         if !self.token.accepts(auth) {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
             return r;
         }
         let body = match read_body(session).await {
@@ -56,11 +58,21 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
-    async fn route(&self, session: &mut ServerSession, method: &Method, path: &str, body: &[u8]) -> Reply {
+    async fn route(
+        &self,
+        session: &mut ServerSession,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Reply {
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         match (method.as_str(), segs.as_slice()) {
-            ("GET", ["metrics"]) => pingora_prometheus::PrometheusHttpApp.response(session).await,
+            ("GET", ["metrics"]) => {
+                pingora_prometheus::PrometheusHttpApp
+                    .response(session)
+                    .await
+            }
             ("GET", ["v1", "domains"]) => reply(StatusCode::OK, &self.control.domains()),
             ("GET", ["v1", "domains", host]) => self.get_domain(&decoded(host)),
             ("PUT", ["v1", "domains", host]) => {
@@ -95,9 +107,10 @@ impl AdminApp {
                 }
                 Err(e) => field_error(e),
             },
-            (_, ["metrics"]) | (_, ["v1", "domains" | "challenges" | "batch", ..]) => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
-            }
+            (_, ["metrics"]) | (_, ["v1", "domains" | "challenges" | "batch", ..]) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            ),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
@@ -142,12 +155,20 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY {
-                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large",
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"))),
+            Err(e) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read body: {e}"),
+                ))
+            }
         }
     }
 }
@@ -181,7 +202,10 @@ fn apply_error(e: ApplyError) -> Reply {
         ApplyError::Store(StoreError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
         ApplyError::Store(e) => {
             log::error!("state store write failed: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, &format!("state store write failed: {e}"))
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("state store write failed: {e}"),
+            )
         }
     }
 }

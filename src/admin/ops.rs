@@ -66,7 +66,11 @@ pub fn put_domain(host: &str, body: &[u8], l: Limits) -> Result<Change, FieldErr
 
 pub fn put_challenge(token: &str, body: &[u8], l: Limits) -> Result<Change, FieldError> {
     let input: ChallengeInput = parse_json(body)?;
-    Ok(Change::PutChallenge(input.validate(Some(token), l.challenge_ttl, unix_now())?))
+    Ok(Change::PutChallenge(input.validate(
+        Some(token),
+        l.challenge_ttl,
+        unix_now(),
+    )?))
 }
 
 pub fn domain_host(host: &str) -> Result<String, FieldError> {
@@ -79,7 +83,10 @@ pub fn batch(body: &[u8], l: Limits) -> Result<Vec<Change>, FieldError> {
         return Err(FieldError::new("ops", "is empty"));
     }
     if b.ops.len() > MAX_BATCH_OPS {
-        return Err(FieldError::new("ops", format!("at most {MAX_BATCH_OPS} operations per batch")));
+        return Err(FieldError::new(
+            "ops",
+            format!("at most {MAX_BATCH_OPS} operations per batch"),
+        ));
     }
     let now = unix_now();
     b.ops
@@ -116,7 +123,9 @@ mod tests {
     use super::*;
 
     const L: Limits = Limits {
-        policy: DomainPolicy { acme_enabled: false },
+        policy: DomainPolicy {
+            acme_enabled: false,
+        },
         challenge_ttl: 3600,
     };
 
@@ -126,7 +135,11 @@ mod tests {
         assert!(e.field.starts_with("ops[1]"), "{e}");
         let e = batch(br#"{"ops": [{"op": "nuke"}]}"#, L).unwrap_err();
         assert_eq!(e.field, "ops[0].op", "{e}");
-        let e = batch(br#"{"ops": [{"op": "delete_domain", "host": "a.com", "x": 1}]}"#, L).unwrap_err();
+        let e = batch(
+            br#"{"ops": [{"op": "delete_domain", "host": "a.com", "x": 1}]}"#,
+            L,
+        )
+        .unwrap_err();
         assert!(e.field.starts_with("ops[0]"), "{e}");
         let e = batch(br#"{"operations": []}"#, L).unwrap_err();
         assert!(e.message.contains("operations"), "{e}");
@@ -140,7 +153,12 @@ mod tests {
     fn json_errors_name_the_field() {
         let e = put_domain("a.com", br#"{"upstreams": "127.0.0.1:1"}"#, L).unwrap_err();
         assert_eq!(e.field, "upstreams");
-        let e = put_domain("a.com", br#"{"upstreams": ["127.0.0.1:1"], "redirect_https": "yes"}"#, L).unwrap_err();
+        let e = put_domain(
+            "a.com",
+            br#"{"upstreams": ["127.0.0.1:1"], "redirect_https": "yes"}"#,
+            L,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "redirect_https");
         let e = put_domain("a.com", b"{not json", L).unwrap_err();
         assert_eq!(e.field, "body");

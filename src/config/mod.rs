@@ -141,7 +141,10 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         });
     }
     if http.is_empty() && f.https.is_empty() {
-        return Err(e("edgeward.http".into(), "no listener: give at least one address".into()));
+        return Err(e(
+            "edgeward.http".into(),
+            "no listener: give at least one address".into(),
+        ));
     }
     if !f.https.is_empty() {
         return Err(e(
@@ -149,7 +152,8 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             "HTTPS listeners are not available in this version yet".into(),
         ));
     }
-    let admin_listen = parse_addr(&f.admin.listen).map_err(|m| e("edgeward.admin.listen".into(), m))?;
+    let admin_listen =
+        parse_addr(&f.admin.listen).map_err(|m| e("edgeward.admin.listen".into(), m))?;
     if http.iter().any(|l| l.addr == admin_listen) {
         return Err(e(
             "edgeward.admin.listen".into(),
@@ -163,11 +167,17 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
     if ttl == 0 || ttl > crate::challenges::MAX_TTL_SECONDS {
         return Err(e(
             "edgeward.challenges.ttl_seconds".into(),
-            format!("must be between 1 and {}", crate::challenges::MAX_TTL_SECONDS),
+            format!(
+                "must be between 1 and {}",
+                crate::challenges::MAX_TTL_SECONDS
+            ),
         ));
     }
     if f.upstreams.connect_timeout_ms == 0 {
-        return Err(e("edgeward.upstreams.connect_timeout_ms".into(), "must be above 0".into()));
+        return Err(e(
+            "edgeward.upstreams.connect_timeout_ms".into(),
+            "must be above 0".into(),
+        ));
     }
     if f.upstreams.health_check_interval_seconds == 0 {
         return Err(e(
@@ -175,18 +185,21 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             "must be above 0".into(),
         ));
     }
-    let policy = DomainPolicy { acme_enabled: false };
+    let policy = DomainPolicy {
+        acme_enabled: false,
+    };
     let mut seeds: Vec<Domain> = Vec::new();
     for (i, d) in f.domains.into_iter().enumerate() {
         let key = format!("edgeward.domains[{i}]");
-        let domain = d
-            .validate(None, policy)
-            .map_err(|fe: FieldError| {
-                let fe = fe.within(&key);
-                e(fe.field, fe.message)
-            })?;
+        let domain = d.validate(None, policy).map_err(|fe: FieldError| {
+            let fe = fe.within(&key);
+            e(fe.field, fe.message)
+        })?;
         if seeds.iter().any(|s| s.host == domain.host) {
-            return Err(e(format!("{key}.host"), format!("`{}` is listed twice", domain.host)));
+            return Err(e(
+                format!("{key}.host"),
+                format!("`{}` is listed twice", domain.host),
+            ));
         }
         seeds.push(domain);
     }
@@ -195,7 +208,11 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         server,
         http,
         admin_listen,
-        admin_token_file: f.admin.token_file.filter(|s| !s.is_empty()).map(PathBuf::from),
+        admin_token_file: f
+            .admin
+            .token_file
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
         state_dir: PathBuf::from(f.state.dir),
         seeds,
         challenge_ttl_seconds: ttl,
@@ -252,7 +269,8 @@ mod tests {
         assert!(e.contains("edgeward.http[0]"), "{e}");
         let e = check("edgeward:\n  admin: {listen: 5}\n").unwrap_err();
         assert!(e.contains("edgeward.admin.listen"), "{e}");
-        let e = check("edgeward:\n  domains:\n    - {host: a.com, upstreams: [\"x\"]}\n").unwrap_err();
+        let e =
+            check("edgeward:\n  domains:\n    - {host: a.com, upstreams: [\"x\"]}\n").unwrap_err();
         assert!(e.contains("edgeward.domains[0].upstreams[0]"), "{e}");
         let e = check("edgeward:\n  domains:\n    - {upstreams: [\"127.0.0.1:1\"]}\n").unwrap_err();
         assert!(e.contains("edgeward.domains[0].host"), "{e}");

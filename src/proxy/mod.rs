@@ -53,7 +53,11 @@ impl ProxyHttp for EdgeProxy {
             .unwrap_or_default();
         let host = host.as_str();
         if self.intercept_acme_challenges
-            && session.req_header().uri.path().starts_with(challenge::PREFIX)
+            && session
+                .req_header()
+                .uri
+                .path()
+                .starts_with(challenge::PREFIX)
         {
             match challenge::handle(&self.state, session, host, unix_now()).await? {
                 challenge::Outcome::Answered => return Ok(true),
@@ -107,9 +111,16 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
             let xff = routing::forwarded_for(
-                upstream.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+                upstream
+                    .headers
+                    .get("x-forwarded-for")
+                    .map(|v| v.as_bytes()),
                 &ip.to_string(),
             );
             upstream.insert_header("x-forwarded-for", xff)?;
@@ -130,7 +141,12 @@ impl ProxyHttp for EdgeProxy {
 }
 
 /// Write a complete `text/plain` response.
-pub(crate) async fn respond(session: &mut Session, status: u16, body: Bytes, head: bool) -> Result<()> {
+pub(crate) async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    head: bool,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;

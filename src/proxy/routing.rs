@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         assert_eq!(forwarded_for(None, "1.2.3.4"), "1.2.3.4");
-        assert_eq!(forwarded_for(Some(b" 9.9.9.9 "), "1.2.3.4"), "9.9.9.9, 1.2.3.4");
+        assert_eq!(
+            forwarded_for(Some(b" 9.9.9.9 "), "1.2.3.4"),
+            "9.9.9.9, 1.2.3.4"
+        );
         assert_eq!(forwarded_for(Some(b""), "1.2.3.4"), "1.2.3.4");
     }
 }

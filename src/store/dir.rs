@@ -30,7 +30,9 @@ impl DirStore {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
         }
-        Ok(DirStore { root: Arc::new(root) })
+        Ok(DirStore {
+            root: Arc::new(root),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -84,11 +86,16 @@ impl DirStore {
             remove(&journal)?;
         }
         let domains: Vec<Domain> = read_all(&self.root.join(DOMAINS), |d: &Domain, p| {
-            (self.domain_path(&d.host) == p).then_some(()).ok_or("host does not match the file name")
+            (self.domain_path(&d.host) == p)
+                .then_some(())
+                .ok_or("host does not match the file name")
         })?;
-        let challenges: Vec<Challenge> = read_all(&self.root.join(CHALLENGES), |c: &Challenge, p| {
-            (self.challenge_path(&c.token) == p).then_some(()).ok_or("token does not match the file name")
-        })?;
+        let challenges: Vec<Challenge> =
+            read_all(&self.root.join(CHALLENGES), |c: &Challenge, p| {
+                (self.challenge_path(&c.token) == p)
+                    .then_some(())
+                    .ok_or("token does not match the file name")
+            })?;
         Ok(Snapshot {
             domains,
             challenges,
@@ -128,7 +135,10 @@ fn read_all<T: DeserializeOwned>(
     let entries = fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| StoreError::io(dir, e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with(".tmp-") {
             let _ = fs::remove_file(&path);
             continue;
@@ -158,7 +168,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
 }
 
 /// Atomically replace `path` with the JSON of `value`.
-pub(crate) fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), StoreError> {
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec_pretty(value).expect("state objects always serialize");
     write_atomic(path, &bytes, 0o644)
 }
@@ -216,9 +229,15 @@ mod tests {
     fn round_trip_and_interrupted_batch_replay() {
         let dir = tempfile::tempdir().unwrap();
         let s = DirStore::open(dir.path()).unwrap();
-        s.apply_sync(&[Change::PutDomain(domain("*.a.com")), Change::PutDomain(domain("b.com"))])
-            .unwrap();
-        s.apply_sync(&[Change::DeleteDomain { host: "b.com".into() }]).unwrap();
+        s.apply_sync(&[
+            Change::PutDomain(domain("*.a.com")),
+            Change::PutDomain(domain("b.com")),
+        ])
+        .unwrap();
+        s.apply_sync(&[Change::DeleteDomain {
+            host: "b.com".into(),
+        }])
+        .unwrap();
         // A batch that died after its journal was written but before its files were.
         write_json(
             &dir.path().join(JOURNAL),

@@ -53,7 +53,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: corrupt state file: {message} (fix or remove it; nothing was loaded from it)")]
+    #[error(
+        "{path}: corrupt state file: {message} (fix or remove it; nothing was loaded from it)"
+    )]
     Corrupt { path: PathBuf, message: String },
     #[error("state store unavailable: {0}")]
     Unavailable(String),

@@ -1,0 +1,283 @@
+//! Test peers started on loopback: edgeward itself (the real binary), plain HTTP upstreams that echo
+//! what they received, and an HTTP client. Readiness is polled with a deadline; nothing sleeps blindly.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-admin-token";
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A port that was free a moment ago (Pingora binds by address, so tests pick the port).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An HTTP/1.1 upstream that answers every request with JSON: its name, the path and the headers.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let headers: BTreeMap<String, String> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                            .collect();
+                        let body = serde_json::json!({
+                            "upstream": name,
+                            "path": req.uri().path(),
+                            "headers": headers,
+                        });
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from(body.to_string()),
+                            )))
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, task }
+    }
+}
+
+/// A running edgeward process with its own ports and state directory.
+pub struct Edgeward {
+    pub dir: PathBuf,
+    pub http: u16,
+    pub http_raw: u16,
+    pub admin: u16,
+    pub extra: String,
+    child: Option<Child>,
+    pub client: reqwest::Client,
+}
+
+impl Drop for Edgeward {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("edgeward log ({}):\n{}", self.dir.display(), self.log_of());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgeward")
+}
+
+impl Edgeward {
+    /// Start with a fresh state directory. `extra` is appended under `edgeward:` (indented 2).
+    pub async fn start(extra: &str) -> Edgeward {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let mut e = Edgeward {
+            dir,
+            http: free_port(),
+            http_raw: free_port(),
+            admin: free_port(),
+            extra: extra.to_string(),
+            child: None,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        };
+        e.spawn().await;
+        e
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("edgeward.yaml")
+    }
+
+    pub fn write_config(&self) {
+        let yaml = format!(
+            "version: 1\nthreads: 1\npid_file: {dir}/edgeward.pid\nupgrade_sock: {dir}/upgrade.sock\n\
+             grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n\
+             edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n\
+             \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
+             \x20 state:\n    dir: \"{dir}/state\"\n  upstreams:\n    health_check_interval_seconds: 1\n{extra}",
+            dir = self.dir.display(),
+            http = self.http,
+            raw = self.http_raw,
+            admin = self.admin,
+            extra = self.extra,
+        );
+        std::fs::write(self.config_path(), yaml).unwrap();
+    }
+
+    async fn spawn(&mut self) {
+        self.write_config();
+        std::fs::write(self.dir.join("admin.token"), TOKEN).unwrap();
+        let child = Command::new(bin())
+            .arg("-c")
+            .arg(self.config_path())
+            .env_remove("EDGEWARD_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join("edgeward.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start edgeward");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/v1/health", self.admin);
+        let ports = [self.http, self.http_raw];
+        let client = self.client.clone();
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "edgeward exited during start-up ({status}): {}",
+                    self.log_of()
+                );
+            }
+            let admin_ok = matches!(client.get(&url).send().await, Ok(r) if r.status() == 200);
+            let proxy_ok = ports
+                .iter()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            if admin_ok && proxy_ok {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "edgeward did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_of(&self) -> String {
+        std::fs::read_to_string(self.dir.join("edgeward.log")).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL (nothing flushed at exit) and start again on the same directory and ports.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// An admin call with the token; returns (status, JSON body or Null).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), self.admin_url(path))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn put_domain(&self, host: &str, upstreams: &[SocketAddr], extra: &str) {
+        let ups: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+        let body = format!("{{\"upstreams\": [{}]{extra}}}", ups.join(","));
+        let (status, v) = self
+            .api("PUT", &format!("/v1/domains/{host}"), Some(&body))
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+
+    /// A GET on the intercepting HTTP listener with this Host header: (status, body).
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        self.get_on(self.http, host, path).await
+    }
+
+    pub async fn get_on(&self, port: u16, host: &str, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// The upstream name that answered, if an upstream answered.
+    pub async fn upstream_for(&self, host: &str) -> Option<String> {
+        let (status, body) = self.get(host, "/").await;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["upstream"].as_str().map(str::to_string)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+}

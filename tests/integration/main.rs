@@ -1,0 +1,8 @@
+//! Integration tests: the real edgeward binary, real upstreams, real HTTP clients, on loopback.
+
+mod admin;
+mod challenges;
+mod cli;
+mod harness;
+mod restart;
+mod routing;
