@@ -1,1 +1,138 @@
-fn main() {}
+//! Hot-path lookups and the cost of one change, at 1k and 100k domains: the ratio between the two sizes
+//! shows whether a cost grows with the number of domains.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use edgeward::challenges::{Challenge, Challenges};
+use edgeward::control::Control;
+use edgeward::domain::{ChallengeMode, Domain, TlsMode};
+use edgeward::pools::Pools;
+use edgeward::routes::{Route, Routes};
+use edgeward::store::{Change, DirStore};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SIZES: [usize; 2] = [1_000, 100_000];
+/// Domains share this many distinct upstream sets, as on a real edge.
+const POOLS: usize = 1_000;
+
+fn domain(i: usize) -> Domain {
+    let port = 10_000 + (i % POOLS) as u16;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    Domain {
+        host: format!("shop-{i}.customer-{}.example", i % 97),
+        upstreams: vec![addr],
+        tls: TlsMode::Off,
+        redirect_https: false,
+        acme_challenges: ChallengeMode::Intercept,
+    }
+}
+
+fn filled_routes(pools: &Pools, n: usize) -> Routes {
+    let routes = Routes::default();
+    for i in 0..n {
+        let d = domain(i);
+        let pool = pools.get(&d.upstreams);
+        routes.insert(Arc::new(Route { domain: d, pool }));
+    }
+    for i in 0..97 {
+        let d = Domain {
+            host: format!("*.wild-{i}.example"),
+            ..domain(i)
+        };
+        let pool = pools.get(&d.upstreams);
+        routes.insert(Arc::new(Route { domain: d, pool }));
+    }
+    routes
+}
+
+fn challenge_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("challenge_lookup");
+    for n in SIZES {
+        let map = Challenges::default();
+        for i in 0..n {
+            map.insert(&Challenge {
+                token: format!("token-{i}-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+                host: format!("shop-{i}.example"),
+                key_authorization: format!("token-{i}-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.thumbprint_0123456789abcdefghijklmnopq"),
+                expires_at: u64::MAX,
+            });
+        }
+        let token = format!("token-{}-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", n / 2);
+        let host = format!("shop-{}.example", n / 2);
+        g.bench_with_input(BenchmarkId::new("hit", n), &n, |b, _| {
+            b.iter(|| map.lookup(black_box(&token), black_box(&host), 1).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("miss", n), &n, |b, _| {
+            b.iter(|| map.lookup(black_box("no-such-token"), black_box(&host), 1))
+        });
+    }
+    g.finish();
+}
+
+fn route_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_lookup");
+    let pools = Pools::new(Duration::from_secs(1));
+    for n in SIZES {
+        let routes = filled_routes(&pools, n);
+        let exact = domain(n / 2).host;
+        g.bench_with_input(BenchmarkId::new("exact", n), &n, |b, _| {
+            b.iter(|| routes.lookup(black_box(&exact)).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("wildcard", n), &n, |b, _| {
+            b.iter(|| routes.lookup(black_box("www.wild-42.example")).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("miss", n), &n, |b, _| {
+            b.iter(|| routes.lookup(black_box("nothing.here.example")))
+        });
+    }
+    g.finish();
+}
+
+fn one_change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("one_change");
+    g.sample_size(30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for n in SIZES {
+        // In memory: what the proxy sees change (pool reuse + route insert).
+        let pools = Pools::new(Duration::from_secs(1));
+        let routes = filled_routes(&pools, n);
+        let mut i = 0usize;
+        g.bench_with_input(BenchmarkId::new("memory_put_domain", n), &n, |b, _| {
+            b.iter(|| {
+                i += 1;
+                let d = domain(n + (i % 1000));
+                let pool = pools.get(&d.upstreams);
+                routes.insert(Arc::new(Route { domain: d, pool }))
+            })
+        });
+
+        // The whole admin path: checks, durable write (fsync) to a state directory, memory.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DirStore::open(dir.path()).unwrap());
+        let control = Control::new(store, Pools::new(Duration::from_secs(1)));
+        rt.block_on(async {
+            let all: Vec<Change> = (0..n).map(|i| Change::PutDomain(domain(i))).collect();
+            for chunk in all.chunks(10_000) {
+                control.apply(chunk.to_vec()).await.unwrap();
+            }
+        });
+        let mut j = 0usize;
+        g.bench_with_input(BenchmarkId::new("durable_put_domain", n), &n, |b, _| {
+            b.iter(|| {
+                j += 1;
+                let d = domain(n + (j % 1000));
+                rt.block_on(control.apply(vec![Change::PutDomain(d)]))
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, challenge_lookup, route_lookup, one_change);
+criterion_main!(benches);

@@ -1,52 +1,113 @@
 //! The ACME HTTP-01 responder: `GET`/`HEAD /.well-known/acme-challenge/<token>` answered from memory for
-//! every domain, with no per-domain rule. Checked before routing and before any redirect.
+//! every domain, with no per-domain rule. Checked before routing and before any redirect. The decision is
+//! a pure function of the request line, the host and the tables, so it is tested without a socket.
 
-use super::respond;
 use crate::challenges::valid_token;
 use crate::control::State;
 use crate::domain::ChallengeMode;
-use crate::metrics;
+use crate::routes::Route;
+use bytes::Bytes;
 use http::Method;
-use pingora_error::Result;
-use pingora_proxy::Session;
+use std::sync::Arc;
 
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// What the responder did with a request under the challenge prefix.
-pub enum Outcome {
-    /// A response was written.
-    Answered,
-    /// The domain passes challenges through to its upstreams: proxy it like any request.
-    Proxy,
+/// What to do with a request under the challenge prefix.
+pub enum Decision {
+    /// 200 with this body (the key authorization).
+    Answer(Bytes),
+    /// 404: unknown token, wrong host, bad token, wrong method. Never forwarded.
+    NotFound,
+    /// The domain passes challenges through: proxy it to this route like any request.
+    Proxy(Arc<Route>),
 }
 
-/// Answer a request whose path starts with `PREFIX`. `host` is the normalised request host.
-pub async fn handle(state: &State, session: &mut Session, host: &str, now: u64) -> Result<Outcome> {
-    let req = session.req_header();
-    let method = req.method.clone();
-    let token = &req.uri.path()[PREFIX.len()..];
+/// Decide for a request whose path starts with `PREFIX`. `host` is the normalised request host.
+pub fn decide(state: &State, method: &Method, path: &str, host: &str, now: u64) -> Decision {
+    let token = &path[PREFIX.len()..];
     let readable = method == Method::GET || method == Method::HEAD;
     if readable && valid_token(token) {
         if let Some(body) = state.challenges.lookup(token, host, now) {
-            metrics::CHALLENGE_HITS.inc();
-            respond(session, 200, body, method == Method::HEAD).await?;
-            return Ok(Outcome::Answered);
+            return Decision::Answer(body);
         }
     }
-    let passthrough = state
-        .routes
-        .lookup(host)
-        .is_some_and(|r| r.domain.acme_challenges == ChallengeMode::Passthrough);
-    if passthrough {
-        return Ok(Outcome::Proxy);
+    match state.routes.lookup(host) {
+        Some(r) if r.domain.acme_challenges == ChallengeMode::Passthrough => Decision::Proxy(r),
+        _ => Decision::NotFound,
     }
-    metrics::CHALLENGE_MISSES.inc();
-    respond(
-        session,
-        404,
-        bytes::Bytes::from_static(b"unknown challenge token\n"),
-        method == Method::HEAD,
-    )
-    .await?;
-    Ok(Outcome::Answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenges::Challenge;
+    use crate::domain::{Domain, TlsMode};
+    use crate::pools::Pools;
+    use std::time::Duration;
+
+    #[test]
+    fn decisions() {
+        let state = State::default();
+        let pools = Pools::new(Duration::from_secs(1));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        for (host, mode) in [
+            ("own.test", ChallengeMode::Passthrough),
+            ("ours.test", ChallengeMode::Intercept),
+        ] {
+            state.routes.insert(Arc::new(Route {
+                domain: Domain {
+                    host: host.into(),
+                    upstreams: vec![addr],
+                    tls: TlsMode::Off,
+                    redirect_https: false,
+                    acme_challenges: mode,
+                },
+                pool: pools.get(&[addr]),
+            }));
+        }
+        state.challenges.insert(&Challenge {
+            token: "tok".into(),
+            host: "ours.test".into(),
+            key_authorization: "tok.k".into(),
+            expires_at: 100,
+        });
+        let d = |m: &Method, p: &str, h: &str, now| decide(&state, m, p, h, now);
+        let path = "/.well-known/acme-challenge/tok";
+        assert!(
+            matches!(d(&Method::GET, path, "ours.test", 1), Decision::Answer(b) if b == "tok.k")
+        );
+        assert!(matches!(
+            d(&Method::HEAD, path, "ours.test", 1),
+            Decision::Answer(_)
+        ));
+        assert!(
+            matches!(d(&Method::GET, path, "ours.test", 100), Decision::NotFound),
+            "expired"
+        );
+        assert!(matches!(
+            d(&Method::POST, path, "ours.test", 1),
+            Decision::NotFound
+        ));
+        assert!(matches!(
+            d(&Method::GET, path, "other.test", 1),
+            Decision::NotFound
+        ));
+        assert!(matches!(
+            d(&Method::GET, path, "own.test", 1),
+            Decision::Proxy(_)
+        ));
+        assert!(matches!(
+            d(&Method::GET, "/.well-known/acme-challenge/", "ours.test", 1),
+            Decision::NotFound
+        ));
+        assert!(matches!(
+            d(
+                &Method::GET,
+                "/.well-known/acme-challenge/a/b",
+                "own.test",
+                1
+            ),
+            Decision::Proxy(_)
+        ));
+    }
 }

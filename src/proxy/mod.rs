@@ -47,34 +47,41 @@ impl ProxyHttp for EdgeProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        // Owned: the responder below needs `session` mutably.
-        let host: String = routing::request_host(session)
-            .map(|h| normalize_request_host(h).into_owned())
-            .unwrap_or_default();
-        let host = host.as_str();
-        if self.intercept_acme_challenges
-            && session
-                .req_header()
-                .uri
-                .path()
-                .starts_with(challenge::PREFIX)
-        {
-            match challenge::handle(&self.state, session, host, unix_now()).await? {
-                challenge::Outcome::Answered => return Ok(true),
-                challenge::Outcome::Proxy => {}
+        // Decide with borrowed data only (no allocation for the host), then write.
+        let (reply, head) = {
+            let req = session.req_header();
+            let host = routing::request_host(session).map(normalize_request_host);
+            let host = host.as_deref().unwrap_or("");
+            let path = req.uri.path();
+            let decision = if self.intercept_acme_challenges && path.starts_with(challenge::PREFIX)
+            {
+                match challenge::decide(&self.state, &req.method, path, host, unix_now()) {
+                    challenge::Decision::Answer(body) => {
+                        metrics::CHALLENGE_HITS.inc();
+                        Err((200, body))
+                    }
+                    challenge::Decision::NotFound => {
+                        metrics::CHALLENGE_MISSES.inc();
+                        Err((404, Bytes::from_static(b"unknown challenge token\n")))
+                    }
+                    challenge::Decision::Proxy(route) => Ok(route),
+                }
+            } else {
+                self.state
+                    .routes
+                    .lookup(host)
+                    .ok_or((404, Bytes::from_static(b"unknown host\n")))
+            };
+            match decision {
+                Ok(route) => {
+                    ctx.route = Some(route);
+                    return Ok(false);
+                }
+                Err(reply) => (reply, req.method == http::Method::HEAD),
             }
-        }
-        match self.state.routes.lookup(host) {
-            Some(route) => {
-                ctx.route = Some(route);
-                Ok(false)
-            }
-            None => {
-                let head = session.req_header().method == http::Method::HEAD;
-                respond(session, 404, Bytes::from_static(b"unknown host\n"), head).await?;
-                Ok(true)
-            }
-        }
+        };
+        respond(session, reply.0, reply.1, head).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

@@ -298,26 +298,15 @@ async fn metrics_count_requests_challenges_domains_and_changes() {
     );
     assert_eq!(e.get("zzz.test", "/").await.0, 404);
 
-    let text = e
-        .client
-        .get(e.admin_url("/metrics"))
-        .bearer_auth(crate::harness::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    // Request counters are bumped in the logging phase, after the response went out: poll.
+    let text = crate::harness::eventually("request counters", || async {
+        let text = e.metrics().await;
+        let done = metric(&text, "edgeward_requests_total{class=\"2xx\"}") == 2.0
+            && metric(&text, "edgeward_requests_total{class=\"4xx\"}") == 2.0;
+        done.then_some(text)
+    })
+    .await;
+    let value = |name: &str| metric(&text, name);
     assert_eq!(value("edgeward_domains"), 2.0);
     assert_eq!(
         value("edgeward_acme_challenge_requests_total{result=\"hit\"}"),
@@ -337,4 +326,15 @@ async fn metrics_count_requests_challenges_domains_and_changes() {
         value("edgeward_admin_changes_total{kind=\"put_challenge\"}"),
         1.0
     );
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

@@ -158,18 +158,47 @@ impl Edgeward {
     async fn spawn(&mut self) {
         self.write_config();
         std::fs::write(self.dir.join("admin.token"), TOKEN).unwrap();
-        let child = Command::new(bin())
+        self.child = Some(self.command(&[]));
+        self.wait_ready().await;
+    }
+
+    fn command(&self, extra_args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("edgeward.log"))
+            .unwrap();
+        Command::new(bin())
+            .args(extra_args)
             .arg("-c")
             .arg(self.config_path())
             .env_remove("EDGEWARD_ADMIN_TOKEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.join("edgeward.log")).unwrap(),
-            ))
+            .stderr(Stdio::from(log))
             .spawn()
-            .expect("start edgeward");
-        self.child = Some(child);
+            .expect("start edgeward")
+    }
+
+    /// Pingora's graceful upgrade: start a new process with `-u`, SIGQUIT the old one, and return once
+    /// the old one has exited; the new one is then this node's process.
+    pub async fn upgrade(&mut self) {
+        let new = self.command(&["-u"]);
+        let mut old = self.child.replace(new).expect("running");
+        let start = Instant::now();
+        loop {
+            // SIGQUIT until the old process hands its sockets over and exits.
+            unsafe { libc::kill(old.id() as i32, libc::SIGQUIT) };
+            if old.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "old process did not hand over: {}",
+                self.log_of()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.wait_ready().await;
     }
 
@@ -240,6 +269,17 @@ impl Edgeward {
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
     }
 
     pub async fn put_domain(&self, host: &str, upstreams: &[SocketAddr], extra: &str) {

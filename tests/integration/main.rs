@@ -6,3 +6,4 @@ mod cli;
 mod harness;
 mod restart;
 mod routing;
+mod upgrade;
