@@ -31,10 +31,11 @@ edgeward:
   state: {dir: "$WORK/state"}
 YAML
 echo bench > "$WORK/token"
-RUST_LOG=error taskset -c 0 target/release/edgeward -c "$WORK/edgeward.yaml" & PIDS+=($!)
+RUST_LOG=error taskset -c 0 target/release/edgeward -c "$WORK/edgeward.yaml" 2>"$WORK/edgeward.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$ADMIN/v1/health"
 
-echo "loading $N domains and $N challenge tokens..."
+echo "loading $N domains and $N challenge tokens through the admin API (batches of 10k+10k)..."
+T0=$(date +%s.%N)
 python3 - "$ADMIN" "$UP" "$N" <<'PY'
 import json, sys, urllib.request
 admin, up, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -50,6 +51,7 @@ for start in range(0, n, 10000):
                     "key_authorization": f"tok{i}.Thumbprint_0123456789abcdefghijklmnopqrstuv"})
     post(ops)
 PY
+echo "loaded in $(echo "$(date +%s.%N) - $T0" | bc) s"
 
 cat > "$WORK/challenge.lua" <<'LUA'
 math.randomseed(42)

@@ -1,0 +1,196 @@
+//! A certificate bundle parsed and validated once, when it is published: leaf, chain and key as OpenSSL
+//! objects ready to attach to a handshake, plus what the API shows. Nothing here runs per handshake.
+
+use crate::host::parse_host;
+use openssl::asn1::Asn1Time;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private};
+use openssl::x509::X509;
+use serde::{Deserialize, Serialize};
+
+/// Who put the certificate there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertSource {
+    Manual,
+    Acme,
+}
+
+/// The stored form: PEM text and where it came from (kept 0600 on disk: it holds the key).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRecord {
+    pub host: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub source: CertSource,
+}
+
+impl std::fmt::Debug for CertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRecord")
+            .field("host", &self.host)
+            .field("source", &self.source)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The parsed, ready-to-serve form.
+pub struct CertBundle {
+    pub host: String,
+    pub leaf: X509,
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+    /// DNS names of the leaf (SANs, else the CN), lowercase.
+    pub names: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issuer: String,
+    pub serial: String,
+    pub source: CertSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    #[error("chain_pem: {0}")]
+    Chain(String),
+    #[error("key_pem: {0}")]
+    Key(String),
+    #[error("key_pem: the private key does not match the leaf certificate")]
+    KeyMismatch,
+    #[error("chain_pem: the leaf certificate expired at {0}")]
+    Expired(String),
+    #[error("chain_pem: the leaf certificate's names {names:?} do not cover `{host}`")]
+    NotCovered { host: String, names: Vec<String> },
+    #[error("host: {0}")]
+    Host(String),
+}
+
+impl CertError {
+    /// The API field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            CertError::Chain(_) | CertError::Expired(_) | CertError::NotCovered { .. } => "chain_pem",
+            CertError::Key(_) | CertError::KeyMismatch => "key_pem",
+            CertError::Host(_) => "host",
+        }
+    }
+}
+
+/// Parse and validate. `now` is unix seconds; `check_expiry` is off when restoring from the store (an
+/// expired certificate on disk is still loaded and reported, rather than refused at start-up).
+pub fn parse(record: &CertRecord, now: i64, check_expiry: bool) -> Result<CertBundle, CertError> {
+    let host = parse_host(&record.host, true).map_err(|e| CertError::Host(e.to_string()))?;
+    let certs = X509::stack_from_pem(record.chain_pem.as_bytes())
+        .map_err(|e| CertError::Chain(format!("not a PEM certificate chain ({e})")))?;
+    let mut certs = certs.into_iter();
+    let leaf = certs
+        .next()
+        .ok_or_else(|| CertError::Chain("no certificate in the PEM text".into()))?;
+    let chain: Vec<X509> = certs.collect();
+    let key = PKey::private_key_from_pem(record.key_pem.as_bytes())
+        .map_err(|e| CertError::Key(format!("not a PEM private key ({e})")))?;
+    if !matches!(key.id(), Id::RSA | Id::EC) {
+        return Err(CertError::Key("only RSA and ECDSA keys are supported".into()));
+    }
+    let public = leaf
+        .public_key()
+        .map_err(|e| CertError::Chain(format!("leaf public key unreadable ({e})")))?;
+    if !public.public_eq(&key) {
+        return Err(CertError::KeyMismatch);
+    }
+    let not_before = asn1_unix(leaf.not_before());
+    let not_after = asn1_unix(leaf.not_after());
+    if check_expiry && not_after <= now {
+        return Err(CertError::Expired(crate::tls::rfc3339(not_after)));
+    }
+    let names = names_of(&leaf);
+    if !covers(&names, &host) {
+        return Err(CertError::NotCovered { host, names });
+    }
+    let issuer = leaf
+        .issuer_name()
+        .entries()
+        .map(|e| {
+            let k = e.object().nid().short_name().unwrap_or("?");
+            let v = e.data().as_utf8().map(|s| s.to_string()).unwrap_or_default();
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let serial = leaf
+        .serial_number()
+        .to_bn()
+        .and_then(|b| b.to_hex_str().map(|s| s.to_lowercase()))
+        .unwrap_or_default();
+    Ok(CertBundle {
+        host,
+        leaf,
+        chain,
+        key,
+        names,
+        not_before,
+        not_after,
+        issuer,
+        serial,
+        source: record.source,
+    })
+}
+
+fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> i64 {
+    let epoch = Asn1Time::from_unix(0).expect("the epoch is a valid time");
+    epoch
+        .diff(t)
+        .map(|d| d.days as i64 * 86_400 + d.secs as i64)
+        .unwrap_or(0)
+}
+
+/// DNS SANs, or the CN when there are none; lowercase.
+fn names_of(leaf: &X509) -> Vec<String> {
+    let mut names: Vec<String> = leaf
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(|s| s.trim_end_matches('.').to_ascii_lowercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names = leaf
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_ascii_lowercase()))
+            .collect();
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Does a certificate with `names` serve `host`? An exact name, or a `*.parent` name for a host one
+/// level under `parent`. A wildcard host needs the same wildcard name.
+pub fn covers(names: &[String], host: &str) -> bool {
+    names.iter().any(|n| {
+        n == host
+            || (n.starts_with("*.")
+                && !host.starts_with("*.")
+                && crate::host::wildcard_parent(host) == Some(&n[2..]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_rules() {
+        let names = vec!["*.a.com".to_string(), "b.com".to_string()];
+        assert!(covers(&names, "x.a.com"));
+        assert!(covers(&names, "*.a.com"));
+        assert!(covers(&names, "b.com"));
+        assert!(!covers(&names, "a.com"));
+        assert!(!covers(&names, "y.x.a.com"));
+        assert!(!covers(&names, "*.b.com"));
+    }
+}
