@@ -36,6 +36,18 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Each backend and whether the health checks currently consider it up.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .filter_map(|b| b.addr.as_inet().map(|a| (*a, self.lb.backends().ready(b))))
+            .collect()
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         if let Some(owner) = self.owner.upgrade() {
@@ -132,6 +144,23 @@ impl Pools {
 
     pub fn is_empty(&self) -> bool {
         self.inner.by_key.is_empty()
+    }
+
+    /// Every distinct backend address and its health, sorted by address.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let pools: Vec<Arc<Pool>> = self
+            .inner
+            .by_key
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect();
+        let mut all: std::collections::BTreeMap<SocketAddr, bool> = Default::default();
+        for p in pools {
+            for (addr, up) in p.health() {
+                all.insert(addr, up);
+            }
+        }
+        all.into_iter().collect()
     }
 
     /// Distinct backend addresses under health checks.

@@ -74,6 +74,16 @@ impl AdminApp {
                     .await
             }
             ("GET", ["v1", "domains"]) => reply(StatusCode::OK, &self.control.domains()),
+            ("GET", ["v1", "upstreams"]) => {
+                let health: Vec<_> = self
+                    .control
+                    .pools()
+                    .health()
+                    .into_iter()
+                    .map(|(addr, healthy)| json!({"addr": addr, "healthy": healthy}))
+                    .collect();
+                reply(StatusCode::OK, &health)
+            }
             ("GET", ["v1", "domains", host]) => self.get_domain(&decoded(host)),
             ("PUT", ["v1", "domains", host]) => {
                 let r = ops::put_domain(&decoded(host), body, self.limits);
@@ -107,7 +117,8 @@ impl AdminApp {
                 }
                 Err(e) => field_error(e),
             },
-            (_, ["metrics"]) | (_, ["v1", "domains" | "challenges" | "batch", ..]) => error(
+            (_, ["metrics"])
+            | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams", ..]) => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this path",
             ),

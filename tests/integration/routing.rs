@@ -110,6 +110,20 @@ async fn round_robin_skips_dead_backends_and_502_when_none_left() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen["a"] >= 3 && seen["b"] >= 3, "{seen:?}");
 
+    // The TCP health check marks the dead backend down (one probe per address, shared by pools).
+    let down = crate::harness::eventually("the dead backend to be marked down", || async {
+        let (_, v) = e.api("GET", "/v1/upstreams", None).await;
+        let list = v.as_array()?.clone();
+        let state = |addr: std::net::SocketAddr| {
+            list.iter()
+                .find(|u| u["addr"] == addr.to_string())
+                .map(|u| u["healthy"].as_bool().unwrap())
+        };
+        (state(dead) == Some(false)).then_some((state(a.addr), state(b.addr)))
+    })
+    .await;
+    assert_eq!(down, (Some(true), Some(true)));
+
     // Nothing reachable: 502.
     e.put_domain("down.test", &[dead], "").await;
     assert_eq!(e.get("down.test", "/").await.0, 502);
