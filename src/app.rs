@@ -7,8 +7,10 @@ use crate::control::{unix_now, Control};
 use crate::pools::Pools;
 use crate::proxy::EdgeProxy;
 use crate::store::{Change, DirStore, Store};
+use crate::tls::accept::SniResolver;
 use anyhow::Context;
 use async_trait::async_trait;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -25,6 +27,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
         store.clone(),
         Pools::new(config.connect_timeout),
     ));
+    control
+        .state
+        .certs
+        .set_default(config.default_certificate.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -70,29 +76,47 @@ pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    for intercept in [true, false] {
-        let addrs: Vec<_> = config
-            .http
+    // One proxy service per kind of listener: (TLS or not) x (intercepting challenges or not).
+    for (tls, intercept) in [(false, true), (false, false), (true, true), (true, false)] {
+        let group: Vec<_> = config
+            .listeners
             .iter()
-            .filter(|l| l.intercept_acme_challenges == intercept)
+            .filter(|l| l.tls == tls && l.intercept_acme_challenges == intercept)
             .collect();
-        if addrs.is_empty() {
+        if group.is_empty() {
             continue;
         }
         let proxy = EdgeProxy {
             state: control.state.clone(),
             intercept_acme_challenges: intercept,
-            tls: false,
+            tls,
+            https_redirect_port: config.https_redirect_port,
             connect_timeout: config.connect_timeout,
         };
-        let name = if intercept {
-            "edgeward http"
-        } else {
-            "edgeward http (challenges proxied)"
-        };
-        let mut svc = pingora_proxy::http_proxy_service_with_name(&conf, proxy, name);
-        for l in addrs {
-            svc.add_tcp(&l.addr.to_string());
+        let name = format!(
+            "edgeward {}{}",
+            if tls { "https" } else { "http" },
+            if intercept {
+                ""
+            } else {
+                " (challenges proxied)"
+            }
+        );
+        let mut svc = pingora_proxy::http_proxy_service_with_name(&conf, proxy, &name);
+        for l in group {
+            let addr = l.addr.to_string();
+            if tls {
+                let resolver = SniResolver {
+                    state: control.state.clone(),
+                };
+                let mut settings = TlsSettings::with_callbacks(Box::new(resolver))
+                    .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
+                settings.enable_h2();
+                settings.set_offload_threadpool_from_server_conf(&conf);
+                svc.add_tls_with_settings(&addr, None, settings);
+            } else {
+                svc.add_tcp(&addr);
+            }
         }
         server.add_service(svc);
     }

@@ -153,51 +153,113 @@ impl Client {
     }
 }
 
+impl Client {
+    pub async fn cert_put(
+        &self,
+        host: &str,
+        chain_pem: String,
+        key_pem: String,
+    ) -> anyhow::Result<Value> {
+        let body = json!({"chain_pem": chain_pem, "key_pem": key_pem});
+        let v = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/certificates/{}", enc(host)),
+                Some(body),
+            )
+            .await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
+    pub async fn cert_list(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .call(reqwest::Method::GET, "/v1/certificates", None)
+            .await?;
+        Ok(v.and_then(|v| v.as_array().cloned()).unwrap_or_default())
+    }
+
+    pub async fn cert_get(&self, host: &str) -> anyhow::Result<Value> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/certificates/{}", enc(host)),
+                None,
+            )
+            .await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
+    pub async fn cert_rm(&self, host: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/certificates/{}", enc(host)),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
 /// One line per domain, aligned: HOST UPSTREAMS TLS REDIRECT CHALLENGES.
 pub fn domain_table(domains: &[Value]) -> String {
-    let rows: Vec<[String; 5]> = domains
-        .iter()
-        .map(|d| {
-            let s = |k: &str| {
-                d.get(k)
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
-                    .unwrap_or_default()
-            };
-            let ups = d
-                .get("upstreams")
-                .and_then(|u| u.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            [
-                s("host"),
-                ups,
-                s("tls"),
-                s("redirect_https"),
-                s("acme_challenges"),
-            ]
-        })
-        .collect();
-    let header = ["HOST", "UPSTREAMS", "TLS", "REDIRECT", "CHALLENGES"].map(str::to_string);
-    let mut width = [0usize; 5];
-    for r in std::iter::once(&header).chain(rows.iter()) {
-        for (w, c) in width.iter_mut().zip(r) {
+    table(
+        &["HOST", "UPSTREAMS", "TLS", "REDIRECT", "CHALLENGES"],
+        &[
+            "host",
+            "upstreams",
+            "tls",
+            "redirect_https",
+            "acme_challenges",
+        ],
+        domains,
+    )
+}
+
+/// One line per certificate: HOST NAMES NOT_AFTER SOURCE SERIAL.
+pub fn cert_table(certs: &[Value]) -> String {
+    table(
+        &["HOST", "NAMES", "NOT_AFTER", "SOURCE", "SERIAL"],
+        &["host", "names", "not_after", "source", "serial"],
+        certs,
+    )
+}
+
+/// An aligned text table of `keys` of each object; arrays are joined with commas.
+fn table(header: &[&str], keys: &[&str], rows: &[Value]) -> String {
+    let cell = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    lines.extend(
+        rows.iter()
+            .map(|r| keys.iter().map(|k| cell(r.get(*k))).collect()),
+    );
+    let mut width = vec![0usize; header.len()];
+    for l in &lines {
+        for (w, c) in width.iter_mut().zip(l) {
             *w = (*w).max(c.len());
         }
     }
     let mut out = String::new();
-    for r in std::iter::once(&header).chain(rows.iter()) {
-        let line: Vec<String> = r
+    for l in &lines {
+        let line: Vec<String> = l
             .iter()
-            .zip(width)
+            .zip(&width)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());

@@ -9,6 +9,7 @@ use crate::metrics;
 use crate::pools::Pools;
 use crate::routes::{Route, Routes};
 use crate::store::{Change, Snapshot, Store, StoreError};
+use crate::tls::{self, CertBundle, CertRecord, CertStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct State {
     pub routes: Routes,
     pub challenges: Challenges,
+    pub certs: CertStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +61,19 @@ impl Control {
     }
 
     /// Fill memory from a loaded snapshot (start-up). Expired challenges are dropped from the store.
+    /// Certificates are parsed in parallel on every core; one that does not parse stops start-up.
     pub async fn restore(&self, snap: Snapshot) -> Result<(), StoreError> {
         let now = unix_now();
+        for b in parse_all(&snap.certificates)? {
+            if b.not_after <= now as i64 {
+                log::warn!(
+                    "certificate for {} expired at {}",
+                    b.host,
+                    tls::rfc3339(b.not_after)
+                );
+            }
+            self.state.certs.publish(Arc::new(b));
+        }
         let mut expired = Vec::new();
         for d in &snap.domains {
             self.put_route(d);
@@ -106,6 +119,15 @@ impl Control {
                 Change::DeleteChallenge { token } => {
                     self.state.challenges.remove(&token);
                 }
+                Change::PutCertificate(rec) => match tls::bundle::parse(&rec, 0, false) {
+                    Ok(b) => self.state.certs.publish(Arc::new(b)),
+                    Err(e) => {
+                        log::error!("stored certificate for {} does not parse: {e}", rec.host)
+                    }
+                },
+                Change::DeleteCertificate { host } => {
+                    self.state.certs.remove(&host);
+                }
             }
         }
         self.update_gauges();
@@ -117,6 +139,7 @@ impl Control {
     fn check_and_undo(&self, changes: &[Change]) -> Result<Vec<Change>, ApplyError> {
         let mut domains: HashMap<&str, bool> = HashMap::new();
         let mut tokens: HashMap<&str, bool> = HashMap::new();
+        let mut certs: HashMap<&str, bool> = HashMap::new();
         let mut undo = Vec::with_capacity(changes.len());
         for (i, c) in changes.iter().enumerate() {
             let at = |m: String| {
@@ -159,6 +182,22 @@ impl Control {
                     undo.push(self.challenge_undo(token));
                     tokens.insert(token, false);
                 }
+                Change::PutCertificate(c) => {
+                    undo.push(self.cert_undo(&c.host));
+                    certs.insert(&c.host, true);
+                }
+                Change::DeleteCertificate { host } => {
+                    let present = *certs
+                        .entry(host)
+                        .or_insert_with(|| self.state.certs.get(host).is_some());
+                    if !present {
+                        return Err(ApplyError::NotFound(at(format!(
+                            "certificate `{host}` not found"
+                        ))));
+                    }
+                    undo.push(self.cert_undo(host));
+                    certs.insert(host, false);
+                }
             }
         }
         undo.reverse();
@@ -181,6 +220,13 @@ impl Control {
         }
     }
 
+    fn cert_undo(&self, host: &str) -> Change {
+        match self.state.certs.get(host).and_then(|b| record_of(&b)) {
+            Some(r) => Change::PutCertificate(r),
+            None => Change::DeleteCertificate { host: host.into() },
+        }
+    }
+
     fn put_route(&self, d: &Domain) {
         let pool = self.pools.get(&d.upstreams);
         self.state.routes.insert(Arc::new(Route {
@@ -199,6 +245,14 @@ impl Control {
 
     pub fn domains(&self) -> Vec<Domain> {
         self.state.routes.domains()
+    }
+
+    pub fn certificate(&self, host: &str) -> Option<Arc<CertBundle>> {
+        self.state.certs.get(host)
+    }
+
+    pub fn certificates(&self) -> Vec<Arc<CertBundle>> {
+        self.state.certs.all()
     }
 
     pub fn challenge(&self, token: &str) -> Option<Challenge> {
@@ -230,5 +284,52 @@ impl Control {
         metrics::CHALLENGE_TOKENS.set(self.state.challenges.len() as i64);
         metrics::POOLS.set(self.pools.len() as i64);
         metrics::BACKENDS.set(self.pools.backend_count() as i64);
+        metrics::CERTIFICATES.set(self.state.certs.len() as i64);
+        metrics::CERT_SOONEST_EXPIRY.set(self.state.certs.soonest_expiry().unwrap_or(0));
     }
+}
+
+/// The stored form of a published bundle, re-encoded (to undo a failed batch).
+fn record_of(b: &CertBundle) -> Option<CertRecord> {
+    let mut chain = b.leaf.to_pem().ok()?;
+    for c in &b.chain {
+        chain.extend(c.to_pem().ok()?);
+    }
+    Some(CertRecord {
+        host: b.host.clone(),
+        chain_pem: String::from_utf8(chain).ok()?,
+        key_pem: String::from_utf8(b.key.private_key_to_pem_pkcs8().ok()?).ok()?,
+        source: b.source,
+    })
+}
+
+/// Parse stored certificates on every core.
+fn parse_all(records: &[CertRecord]) -> Result<Vec<CertBundle>, StoreError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|r| {
+                            tls::bundle::parse(r, 0, false).map_err(|e| StoreError::Corrupt {
+                                path: format!("certificate of {}", r.host).into(),
+                                message: e.to_string(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        for h in handles {
+            out.extend(h.join().expect("certificate parsing does not panic")?);
+        }
+        Ok(out)
+    })
 }

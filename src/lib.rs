@@ -9,6 +9,7 @@
 //! - `routes`, `pools`: what the proxy reads per request; lookups only.
 //! - `control`: the single writer; every change is durable before it is live.
 //! - `store`: the durable truth (`DirStore` by default).
+//! - `tls`: certificates parsed once when published, picked per SNI in the TLS callback.
 //! - `admin`: the JSON API; `client`: the operator CLI that talks to it.
 //! - `app`: assembling the Pingora server.
 
@@ -25,3 +26,4 @@ pub mod pools;
 pub mod proxy;
 pub mod routes;
 pub mod store;
+pub mod tls;

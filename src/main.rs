@@ -50,6 +50,31 @@ enum Command {
     /// Manage ACME challenge tokens (for an external ACME client).
     #[command(subcommand)]
     Challenge(ChallengeCmd),
+    /// Manage TLS certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Upload a certificate (PEM chain, leaf first) and its private key for HOST.
+    Put {
+        host: String,
+        #[arg(long)]
+        chain: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List certificates.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one certificate (never the key).
+    Get { host: String },
+    /// Delete a certificate.
+    Rm { host: String },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +197,22 @@ fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::
                 print(c.challenge_put(&token, &host, &key_authorization, ttl).await?);
             }
             Command::Challenge(ChallengeCmd::Rm { token }) => c.challenge_rm(&token).await?,
+            Command::Cert(CertCmd::Put { host, chain, key }) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+                };
+                print(c.cert_put(&host, read(&chain)?, read(&key)?).await?);
+            }
+            Command::Cert(CertCmd::Ls { json }) => {
+                let list = c.cert_list().await?;
+                if json {
+                    print(serde_json::Value::Array(list));
+                } else {
+                    print!("{}", client::cert_table(&list));
+                }
+            }
+            Command::Cert(CertCmd::Get { host }) => print(c.cert_get(&host).await?),
+            Command::Cert(CertCmd::Rm { host }) => c.cert_rm(&host).await?,
         }
         anyhow::Ok(())
     })

@@ -64,6 +64,36 @@ pub static ADMIN_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static TLS_HANDSHAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_tls_handshakes_total",
+        "TLS handshakes by result: ok (completed), no_certificate (refused), attach_failed",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static TLS_SNI_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "edgeward_tls_sni_misses_total",
+        "Handshakes whose SNI matched no certificate (the default certificate, if any, was used)"
+    )
+    .expect("metric registers once")
+});
+
+pub static CERTIFICATES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("edgeward_certificates", "Certificates loaded")
+        .expect("metric registers once")
+});
+
+pub static CERT_SOONEST_EXPIRY: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_certificate_soonest_not_after_seconds",
+        "Unix time of the soonest not_after among loaded certificates (0: none)"
+    )
+    .expect("metric registers once")
+});
+
 /// Status class label for a response status.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -84,7 +114,18 @@ pub fn init() {
     for m in [&*CHALLENGE_HITS, &*CHALLENGE_MISSES] {
         m.inc_by(0);
     }
-    for g in [&*DOMAINS, &*CHALLENGE_TOKENS, &*POOLS, &*BACKENDS] {
+    for result in ["ok", "no_certificate"] {
+        TLS_HANDSHAKES.with_label_values(&[result]);
+    }
+    TLS_SNI_MISSES.inc_by(0);
+    for g in [
+        &*DOMAINS,
+        &*CHALLENGE_TOKENS,
+        &*POOLS,
+        &*BACKENDS,
+        &*CERTIFICATES,
+        &*CERT_SOONEST_EXPIRY,
+    ] {
         g.add(0);
     }
     for kind in [

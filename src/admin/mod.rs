@@ -7,6 +7,7 @@ pub mod ops;
 use crate::control::{ApplyError, Control};
 use crate::domain::FieldError;
 use crate::store::{Change, StoreError};
+use crate::tls::CertInfo;
 use async_trait::async_trait;
 use auth::AdminToken;
 use http::{Method, Response, StatusCode};
@@ -107,6 +108,34 @@ impl AdminApp {
                 });
                 self.change(r, StatusCode::NO_CONTENT).await
             }
+            ("GET", ["v1", "certificates"]) => {
+                let list: Vec<CertInfo> = self
+                    .control
+                    .certificates()
+                    .iter()
+                    .map(|b| CertInfo::from(b.as_ref()))
+                    .collect();
+                reply(StatusCode::OK, &list)
+            }
+            ("GET", ["v1", "certificates", host]) => match ops::domain_host(&decoded(host)) {
+                Ok(h) => match self.control.certificate(&h) {
+                    Some(b) => reply(StatusCode::OK, &CertInfo::from(b.as_ref())),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        &format!("certificate `{h}` not found"),
+                    ),
+                },
+                Err(e) => field_error(e),
+            },
+            ("PUT", ["v1", "certificates", host]) => {
+                let r = ops::put_certificate(&decoded(host), body);
+                self.change(r, StatusCode::OK).await
+            }
+            ("DELETE", ["v1", "certificates", host]) => {
+                let r =
+                    ops::domain_host(&decoded(host)).map(|host| Change::DeleteCertificate { host });
+                self.change(r, StatusCode::NO_CONTENT).await
+            }
             ("POST", ["v1", "batch"]) => match ops::batch(body, self.limits) {
                 Ok(changes) => {
                     let n = changes.len();
@@ -118,10 +147,12 @@ impl AdminApp {
                 Err(e) => field_error(e),
             },
             (_, ["metrics"])
-            | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams", ..]) => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this path",
-            ),
+            | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams" | "certificates", ..]) => {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed on this path",
+                )
+            }
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
@@ -136,26 +167,35 @@ impl AdminApp {
         }
     }
 
-    /// Apply one validated change and answer with what is now stored.
+    /// Apply one validated change and answer with what is now stored (204 for a delete).
     async fn change(&self, change: Result<Change, FieldError>, ok: StatusCode) -> Reply {
         let change = match change {
             Ok(c) => c,
             Err(e) => return field_error(e),
         };
         let shown = match &change {
-            Change::PutDomain(d) => Some(serde_json::to_value(d)),
-            Change::PutChallenge(c) => Some(serde_json::to_value(c)),
+            Change::PutDomain(d) => serde_json::to_value(d).ok(),
+            Change::PutChallenge(c) => serde_json::to_value(c).ok(),
             _ => None,
         };
-        match self.control.apply(vec![change]).await {
-            Ok(()) => match shown {
-                Some(Ok(v)) => reply(ok, &v),
-                _ => Response::builder()
-                    .status(ok)
-                    .body(Vec::new())
-                    .expect("static response"),
-            },
-            Err(e) => apply_error(e),
+        let cert_host = match &change {
+            Change::PutCertificate(c) => Some(c.host.clone()),
+            _ => None,
+        };
+        if let Err(e) = self.control.apply(vec![change]).await {
+            return apply_error(e);
+        }
+        // A certificate answers with what is now served, never with the key.
+        let shown = match cert_host.and_then(|h| self.control.certificate(&h)) {
+            Some(b) => serde_json::to_value(CertInfo::from(b.as_ref())).ok(),
+            None => shown,
+        };
+        match shown {
+            Some(v) => reply(ok, &v),
+            None => Response::builder()
+                .status(ok)
+                .body(Vec::new())
+                .expect("static response"),
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::control::unix_now;
 use crate::domain::{DomainInput, DomainPolicy, FieldError};
 use crate::host::parse_host;
 use crate::store::Change;
+use crate::tls::{self, CertRecord, CertSource};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -51,12 +52,23 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.into_inner().to_string();
-        if path == "." || path == "?" {
-            FieldError::new("body", msg)
-        } else {
-            FieldError::new(path, msg)
-        }
+        field_error_at(&path, msg)
     })
+}
+
+/// serde reports a missing field at the parent's path; name the field itself.
+fn field_error_at(path: &str, msg: String) -> FieldError {
+    let parent = if path == "." || path == "?" { "" } else { path };
+    let missing = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+        .map(str::to_string);
+    match (parent, missing) {
+        ("", Some(f)) => FieldError::new(f, msg),
+        (p, Some(f)) => FieldError::new(format!("{p}.{f}"), msg),
+        ("", None) => FieldError::new("body", msg),
+        (p, None) => FieldError::new(p, msg),
+    }
 }
 
 pub fn put_domain(host: &str, body: &[u8], l: Limits) -> Result<Change, FieldError> {
@@ -71,6 +83,28 @@ pub fn put_challenge(token: &str, body: &[u8], l: Limits) -> Result<Change, Fiel
         l.challenge_ttl,
         unix_now(),
     )?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertInput {
+    chain_pem: String,
+    key_pem: String,
+}
+
+/// A manual certificate upload: parsed and fully validated here, before anything is stored.
+pub fn put_certificate(host: &str, body: &[u8]) -> Result<Change, FieldError> {
+    let input: CertInput = parse_json(body)?;
+    let host = domain_host(host)?;
+    let record = CertRecord {
+        host,
+        chain_pem: input.chain_pem,
+        key_pem: input.key_pem,
+        source: CertSource::Manual,
+    };
+    tls::bundle::parse(&record, unix_now() as i64, true)
+        .map_err(|e| FieldError::new(e.field(), e.to_string()))?;
+    Ok(Change::PutCertificate(record))
 }
 
 pub fn domain_host(host: &str) -> Result<String, FieldError> {
@@ -96,11 +130,11 @@ pub fn batch(body: &[u8], l: Limits) -> Result<Vec<Change>, FieldError> {
             let at = format!("ops[{i}]");
             let op: OpInput = serde_path_to_error::deserialize(v).map_err(|e| {
                 let path = e.path().to_string();
-                let msg = e.into_inner().to_string();
-                if path == "." {
-                    FieldError::new(at.clone(), msg)
+                let fe = field_error_at(&path, e.into_inner().to_string());
+                if fe.field == "body" {
+                    FieldError::new(at.clone(), fe.message)
                 } else {
-                    FieldError::new(path, msg).within(&at)
+                    fe.within(&at)
                 }
             })?;
             let change = match op {

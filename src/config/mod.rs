@@ -4,6 +4,7 @@
 mod schema;
 
 use crate::domain::{Domain, DomainPolicy, FieldError};
+use crate::tls::{bundle, CertBundle, CertSource};
 use pingora_core::server::configuration::ServerConf;
 use schema::{EdgewardFile, FileRoot, ListenerFile};
 use std::net::SocketAddr;
@@ -28,10 +29,11 @@ pub enum ConfigError {
     Other { path: PathBuf, message: String },
 }
 
-/// An HTTP listener and whether it answers ACME challenges itself.
+/// A listener, whether it terminates TLS, and whether it answers ACME challenges itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
+    pub tls: bool,
     pub intercept_acme_challenges: bool,
 }
 
@@ -40,7 +42,11 @@ pub struct Listener {
 pub struct Config {
     pub path: PathBuf,
     pub server: ServerConf,
-    pub http: Vec<Listener>,
+    /// HTTP listeners first, then HTTPS ones.
+    pub listeners: Vec<Listener>,
+    /// The port redirects to HTTPS point at (the first HTTPS listener's), when not 443.
+    pub https_redirect_port: Option<u16>,
+    pub default_certificate: Option<std::sync::Arc<CertBundle>>,
     pub admin_listen: SocketAddr,
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
@@ -121,43 +127,51 @@ fn strip_location(msg: &str) -> String {
 
 fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, ConfigError> {
     let e = |key: String, message: String| err(path, key, message);
-    let mut http = Vec::new();
-    for (i, l) in f.http.iter().enumerate() {
-        let (addr, intercept, key) = match l {
-            ListenerFile::Addr(a) => (a, None, format!("edgeward.http[{i}]")),
-            ListenerFile::Full(o) => (
-                &o.listen,
-                o.intercept_acme_challenges,
-                format!("edgeward.http[{i}].listen"),
-            ),
-        };
-        let addr = parse_addr(addr).map_err(|m| e(key.clone(), m))?;
-        if http.iter().any(|l: &Listener| l.addr == addr) {
-            return Err(e(key, format!("{addr} is listed twice")));
+    let mut listeners: Vec<Listener> = Vec::new();
+    for (tls, list, name) in [(false, &f.http, "http"), (true, &f.https, "https")] {
+        for (i, l) in list.iter().enumerate() {
+            let (addr, intercept, key) = match l {
+                ListenerFile::Addr(a) => (a, None, format!("edgeward.{name}[{i}]")),
+                ListenerFile::Full(o) => (
+                    &o.listen,
+                    o.intercept_acme_challenges,
+                    format!("edgeward.{name}[{i}].listen"),
+                ),
+            };
+            let addr = parse_addr(addr).map_err(|m| e(key.clone(), m))?;
+            if listeners.iter().any(|l| l.addr == addr) {
+                return Err(e(key, format!("{addr} is listed twice")));
+            }
+            listeners.push(Listener {
+                addr,
+                tls,
+                intercept_acme_challenges: intercept.unwrap_or(f.intercept_acme_challenges),
+            });
         }
-        http.push(Listener {
-            addr,
-            intercept_acme_challenges: intercept.unwrap_or(f.intercept_acme_challenges),
-        });
     }
-    if http.is_empty() && f.https.is_empty() {
+    if listeners.is_empty() {
         return Err(e(
             "edgeward.http".into(),
             "no listener: give at least one address".into(),
         ));
     }
-    if !f.https.is_empty() {
-        return Err(e(
-            "edgeward.https".into(),
-            "HTTPS listeners are not available in this version yet".into(),
-        ));
-    }
+    let https_redirect_port = listeners
+        .iter()
+        .find(|l| l.tls)
+        .map(|l| l.addr.port())
+        .filter(|p| *p != 443);
+    let default_certificate = match &f.tls.default_certificate {
+        Some(files) => Some(std::sync::Arc::new(
+            load_default_cert(files).map_err(|(k, m)| e(k, m))?,
+        )),
+        None => None,
+    };
     let admin_listen =
         parse_addr(&f.admin.listen).map_err(|m| e("edgeward.admin.listen".into(), m))?;
-    if http.iter().any(|l| l.addr == admin_listen) {
+    if listeners.iter().any(|l| l.addr == admin_listen) {
         return Err(e(
             "edgeward.admin.listen".into(),
-            format!("{admin_listen} is also an HTTP listener"),
+            format!("{admin_listen} is also a proxy listener"),
         ));
     }
     if f.state.dir.trim().is_empty() {
@@ -206,7 +220,9 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
     Ok(Config {
         path: path.to_path_buf(),
         server,
-        http,
+        listeners,
+        https_redirect_port,
+        default_certificate,
         admin_listen,
         admin_token_file: f
             .admin
@@ -220,6 +236,36 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         health_check_interval: Duration::from_secs(f.upstreams.health_check_interval_seconds),
         policy,
     })
+}
+
+/// Read and parse the default certificate; errors name `edgeward.tls.default_certificate.chain|key`.
+fn load_default_cert(files: &schema::CertFiles) -> Result<CertBundle, (String, String)> {
+    let key = "edgeward.tls.default_certificate";
+    let read = |which: &str, path: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|err| (format!("{key}.{which}"), format!("{path}: {err}")))
+    };
+    let (chain, private) = (read("chain", &files.chain)?, read("key", &files.key)?);
+    let b = bundle::parse_pem("default".into(), &chain, &private, CertSource::Manual).map_err(
+        |err| {
+            let which = if err.field() == "key_pem" {
+                "key"
+            } else {
+                "chain"
+            };
+            (format!("{key}.{which}"), err.to_string())
+        },
+    )?;
+    if b.not_after <= crate::control::unix_now() as i64 {
+        return Err((
+            format!("{key}.chain"),
+            format!(
+                "the certificate expired at {}",
+                crate::tls::rfc3339(b.not_after)
+            ),
+        ));
+    }
+    Ok(b)
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -241,8 +287,8 @@ mod tests {
     fn minimal_file_gets_defaults() {
         let c = check("threads: 2\nedgeward:\n  http: [\"127.0.0.1:8080\"]\n").unwrap();
         assert_eq!(c.server.threads, 2);
-        assert_eq!(c.http[0].addr.port(), 8080);
-        assert!(c.http[0].intercept_acme_challenges);
+        assert_eq!(c.listeners[0].addr.port(), 8080);
+        assert!(c.listeners[0].intercept_acme_challenges);
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9900");
         assert_eq!(c.challenge_ttl_seconds, 3600);
     }
@@ -253,8 +299,8 @@ mod tests {
             "edgeward:\n  intercept_acme_challenges: false\n  http:\n    - \"127.0.0.1:1\"\n    - {listen: \"127.0.0.1:2\", intercept_acme_challenges: true}\n",
         )
         .unwrap();
-        assert!(!c.http[0].intercept_acme_challenges);
-        assert!(c.http[1].intercept_acme_challenges);
+        assert!(!c.listeners[0].intercept_acme_challenges);
+        assert!(c.listeners[1].intercept_acme_challenges);
     }
 
     #[test]

@@ -32,6 +32,23 @@ pub struct EdgewardFile {
     pub challenges: ChallengesFile,
     #[serde(default)]
     pub upstreams: UpstreamsFile,
+    #[serde(default)]
+    pub tls: TlsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Served when the SNI matches no certificate, or there is no SNI.
+    #[serde(default)]
+    pub default_certificate: Option<CertFiles>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    pub chain: String,
+    pub key: String,
 }
 
 /// A listener: `"0.0.0.0:8080"` or `{listen: "0.0.0.0:8080", intercept_acme_challenges: false}`.

@@ -3,6 +3,7 @@
 //! no I/O, no parsing, no lock held across an await.
 
 pub mod challenge;
+pub mod redirect;
 pub mod routing;
 
 use crate::control::{unix_now, State};
@@ -25,6 +26,8 @@ pub struct EdgeProxy {
     pub state: Arc<State>,
     pub intercept_acme_challenges: bool,
     pub tls: bool,
+    /// Port for `redirect_https` targets when the HTTPS listener is not on 443.
+    pub https_redirect_port: Option<u16>,
     pub connect_timeout: Duration,
 }
 
@@ -73,6 +76,21 @@ impl ProxyHttp for EdgeProxy {
                     .ok_or((404, Bytes::from_static(b"unknown host\n")))
             };
             match decision {
+                // Challenge paths are never redirected, even when passed through.
+                Ok(route)
+                    if !self.tls
+                        && route.domain.redirect_https
+                        && !path.starts_with(challenge::PREFIX) =>
+                {
+                    let location = redirect::location(
+                        host,
+                        self.https_redirect_port,
+                        req.uri.path_and_query(),
+                    );
+                    let head = req.method == http::Method::HEAD;
+                    ctx.route = Some(route);
+                    return redirect::send(session, location, head).await.map(|_| true);
+                }
                 Ok(route) => {
                     ctx.route = Some(route);
                     return Ok(false);
@@ -155,9 +173,19 @@ pub(crate) async fn respond(
     head: bool,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    write(session, resp, body, head).await
+}
+
+/// Send `resp` with a `text/plain` body (headers only for HEAD).
+pub(crate) async fn write(
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    body: Bytes,
+    head: bool,
+) -> Result<()> {
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     if head {
         session.write_response_header(Box::new(resp), true).await
     } else {

@@ -7,6 +7,7 @@
 use super::{Change, Snapshot, Store, StoreError};
 use crate::challenges::Challenge;
 use crate::domain::Domain;
+use crate::tls::CertRecord;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 const DOMAINS: &str = "domains";
 const CHALLENGES: &str = "challenges";
+const CERTS: &str = "certs";
 const JOURNAL: &str = "journal.json";
 
 #[derive(Clone)]
@@ -28,7 +30,7 @@ impl DirStore {
     /// Open (creating if needed) a state directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for sub in [DOMAINS, CHALLENGES] {
+        for sub in [DOMAINS, CHALLENGES, CERTS] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
         }
@@ -52,12 +54,21 @@ impl DirStore {
         self.root.join(CHALLENGES).join(format!("{token}.json"))
     }
 
+    fn cert_path(&self, host: &str) -> PathBuf {
+        self.root
+            .join(CERTS)
+            .join(format!("{}.json", host.replace('*', "_")))
+    }
+
     fn apply_one(&self, c: &Change, flush: Flush) -> Result<(), StoreError> {
         match c {
             Change::PutDomain(d) => write_json_with(&self.domain_path(&d.host), d, flush),
             Change::DeleteDomain { host } => remove_with(&self.domain_path(host), flush),
             Change::PutChallenge(ch) => write_json_with(&self.challenge_path(&ch.token), ch, flush),
             Change::DeleteChallenge { token } => remove_with(&self.challenge_path(token), flush),
+            // Holds the private key: 0600.
+            Change::PutCertificate(c) => write_json_mode(&self.cert_path(&c.host), c, 0o600, flush),
+            Change::DeleteCertificate { host } => remove_with(&self.cert_path(host), flush),
         }
     }
 
@@ -66,7 +77,8 @@ impl DirStore {
             return self.apply_one(one, Flush::Each);
         }
         let journal = self.root.join(JOURNAL);
-        write_json(&journal, &changes)?;
+        // May hold private keys: 0600 like the certificate files.
+        write_json_mode(&journal, &changes, 0o600, Flush::Each)?;
         for c in changes {
             self.apply_one(c, Flush::Later)?;
         }
@@ -100,9 +112,16 @@ impl DirStore {
                     .then_some(())
                     .ok_or("token does not match the file name")
             })?;
+        let certificates: Vec<CertRecord> =
+            read_all(&self.root.join(CERTS), |c: &CertRecord, p| {
+                (self.cert_path(&c.host) == p)
+                    .then_some(())
+                    .ok_or("host does not match the file name")
+            })?;
         Ok(Snapshot {
             domains,
             challenges,
+            certificates,
         })
     }
 }
@@ -179,10 +198,8 @@ enum Flush {
 }
 
 /// Atomically and durably replace `path` with the JSON of `value`.
-pub(crate) fn write_json<T: serde::Serialize + ?Sized>(
-    path: &Path,
-    value: &T,
-) -> Result<(), StoreError> {
+#[cfg(test)]
+fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), StoreError> {
     write_json_with(path, value, Flush::Each)
 }
 
@@ -191,8 +208,17 @@ fn write_json_with<T: serde::Serialize + ?Sized>(
     value: &T,
     flush: Flush,
 ) -> Result<(), StoreError> {
+    write_json_mode(path, value, 0o644, flush)
+}
+
+fn write_json_mode<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+    mode: u32,
+    flush: Flush,
+) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec_pretty(value).expect("state objects always serialize");
-    write_file(path, &bytes, 0o644, flush)
+    write_file(path, &bytes, mode, flush)
 }
 
 /// temp file, write, fsync, rename, fsync the directory.

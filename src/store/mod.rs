@@ -12,6 +12,7 @@ pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreErr
 
 use crate::challenges::Challenge;
 use crate::domain::Domain;
+use crate::tls::CertRecord;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub enum Change {
     DeleteDomain { host: String },
     PutChallenge(Challenge),
     DeleteChallenge { token: String },
+    PutCertificate(CertRecord),
+    DeleteCertificate { host: String },
 }
 
 impl Change {
@@ -34,6 +37,8 @@ impl Change {
             Change::DeleteDomain { .. } => "delete_domain",
             Change::PutChallenge(_) => "put_challenge",
             Change::DeleteChallenge { .. } => "delete_challenge",
+            Change::PutCertificate(_) => "put_certificate",
+            Change::DeleteCertificate { .. } => "delete_certificate",
         }
     }
 }
@@ -43,6 +48,7 @@ impl Change {
 pub struct Snapshot {
     pub domains: Vec<Domain>,
     pub challenges: Vec<Challenge>,
+    pub certificates: Vec<CertRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! refcount bumps only: no parsing, no I/O, no await. No certificate found: nothing is attached and the
 //! handshake fails cleanly with an alert.
 
-use super::store::CertStore;
+use crate::control::State;
 use crate::metrics;
 use async_trait::async_trait;
 use openssl::ssl::NameType;
@@ -13,41 +13,53 @@ use std::any::Any;
 use std::sync::Arc;
 
 pub struct SniResolver {
-    pub certs: Arc<CertStore>,
+    pub state: Arc<State>,
 }
 
 #[async_trait]
 impl TlsAccept for SniResolver {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let certs = &self.state.certs;
         let bundle = match ssl.servername(NameType::HOST_NAME) {
             Some(sni) => {
                 let sni = sni.trim_end_matches('.');
                 let found = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
-                    self.certs.lookup(&sni.to_ascii_lowercase())
+                    certs.lookup(&sni.to_ascii_lowercase())
                 } else {
-                    self.certs.lookup(sni)
+                    certs.lookup(sni)
                 };
                 if found.is_none() {
                     metrics::TLS_SNI_MISSES.inc();
                 }
-                found.or_else(|| self.certs.default_cert())
+                found.or_else(|| certs.default_cert())
             }
-            None => self.certs.default_cert(),
+            None => certs.default_cert(),
         };
         let Some(b) = bundle else {
-            metrics::TLS_HANDSHAKES.with_label_values(&["no_certificate"]).inc();
+            metrics::TLS_HANDSHAKES
+                .with_label_values(&["no_certificate"])
+                .inc();
             return;
         };
         let attached = ext::ssl_use_certificate(ssl, &b.leaf)
             .and_then(|_| ext::ssl_use_private_key(ssl, &b.key))
-            .and_then(|_| b.chain.iter().try_for_each(|c| ext::ssl_add_chain_cert(ssl, c)));
+            .and_then(|_| {
+                b.chain
+                    .iter()
+                    .try_for_each(|c| ext::ssl_add_chain_cert(ssl, c))
+            });
         if let Err(e) = attached {
-            metrics::TLS_HANDSHAKES.with_label_values(&["attach_failed"]).inc();
+            metrics::TLS_HANDSHAKES
+                .with_label_values(&["attach_failed"])
+                .inc();
             log::error!("attaching the certificate of {} failed: {e}", b.host);
         }
     }
 
-    async fn handshake_complete_callback(&self, _ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        _ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         metrics::TLS_HANDSHAKES.with_label_values(&["ok"]).inc();
         None
     }

@@ -36,6 +36,17 @@ impl std::fmt::Debug for CertRecord {
     }
 }
 
+impl std::fmt::Debug for CertBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertBundle")
+            .field("host", &self.host)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The parsed, ready-to-serve form.
 pub struct CertBundle {
     pub host: String,
@@ -71,7 +82,9 @@ impl CertError {
     /// The API field the error is about.
     pub fn field(&self) -> &'static str {
         match self {
-            CertError::Chain(_) | CertError::Expired(_) | CertError::NotCovered { .. } => "chain_pem",
+            CertError::Chain(_) | CertError::Expired(_) | CertError::NotCovered { .. } => {
+                "chain_pem"
+            }
             CertError::Key(_) | CertError::KeyMismatch => "key_pem",
             CertError::Host(_) => "host",
         }
@@ -82,17 +95,40 @@ impl CertError {
 /// expired certificate on disk is still loaded and reported, rather than refused at start-up).
 pub fn parse(record: &CertRecord, now: i64, check_expiry: bool) -> Result<CertBundle, CertError> {
     let host = parse_host(&record.host, true).map_err(|e| CertError::Host(e.to_string()))?;
-    let certs = X509::stack_from_pem(record.chain_pem.as_bytes())
+    let bundle = parse_pem(host, &record.chain_pem, &record.key_pem, record.source)?;
+    if check_expiry && bundle.not_after <= now {
+        return Err(CertError::Expired(crate::tls::rfc3339(bundle.not_after)));
+    }
+    if !covers(&bundle.names, &bundle.host) {
+        return Err(CertError::NotCovered {
+            host: bundle.host,
+            names: bundle.names,
+        });
+    }
+    Ok(bundle)
+}
+
+/// Parse PEM text and check the key matches the leaf; no name or expiry checks.
+pub fn parse_pem(
+    host: String,
+    chain_pem: &str,
+    key_pem: &str,
+    source: CertSource,
+) -> Result<CertBundle, CertError> {
+    let (chain_pem, key_pem) = (chain_pem.as_bytes(), key_pem.as_bytes());
+    let certs = X509::stack_from_pem(chain_pem)
         .map_err(|e| CertError::Chain(format!("not a PEM certificate chain ({e})")))?;
     let mut certs = certs.into_iter();
     let leaf = certs
         .next()
         .ok_or_else(|| CertError::Chain("no certificate in the PEM text".into()))?;
     let chain: Vec<X509> = certs.collect();
-    let key = PKey::private_key_from_pem(record.key_pem.as_bytes())
+    let key = PKey::private_key_from_pem(key_pem)
         .map_err(|e| CertError::Key(format!("not a PEM private key ({e})")))?;
     if !matches!(key.id(), Id::RSA | Id::EC) {
-        return Err(CertError::Key("only RSA and ECDSA keys are supported".into()));
+        return Err(CertError::Key(
+            "only RSA and ECDSA keys are supported".into(),
+        ));
     }
     let public = leaf
         .public_key()
@@ -102,19 +138,13 @@ pub fn parse(record: &CertRecord, now: i64, check_expiry: bool) -> Result<CertBu
     }
     let not_before = asn1_unix(leaf.not_before());
     let not_after = asn1_unix(leaf.not_after());
-    if check_expiry && not_after <= now {
-        return Err(CertError::Expired(crate::tls::rfc3339(not_after)));
-    }
     let names = names_of(&leaf);
-    if !covers(&names, &host) {
-        return Err(CertError::NotCovered { host, names });
-    }
     let issuer = leaf
         .issuer_name()
         .entries()
         .map(|e| {
             let k = e.object().nid().short_name().unwrap_or("?");
-            let v = e.data().as_utf8().map(|s| s.to_string()).unwrap_or_default();
+            let v = e.data().to_string().unwrap_or_default();
             format!("{k}={v}")
         })
         .collect::<Vec<_>>()
@@ -134,7 +164,7 @@ pub fn parse(record: &CertRecord, now: i64, check_expiry: bool) -> Result<CertBu
         not_after,
         issuer,
         serial,
-        source: record.source,
+        source,
     })
 }
 
@@ -152,7 +182,10 @@ fn names_of(leaf: &X509) -> Vec<String> {
         .subject_alt_names()
         .map(|sans| {
             sans.iter()
-                .filter_map(|n| n.dnsname().map(|s| s.trim_end_matches('.').to_ascii_lowercase()))
+                .filter_map(|n| {
+                    n.dnsname()
+                        .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -160,7 +193,7 @@ fn names_of(leaf: &X509) -> Vec<String> {
         names = leaf
             .subject_name()
             .entries_by_nid(Nid::COMMONNAME)
-            .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_ascii_lowercase()))
+            .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase()))
             .collect();
     }
     names.sort();

@@ -103,7 +103,10 @@ impl CertStore {
             if hosts.contains(name) {
                 return self.get(name);
             }
-            hosts.iter().filter_map(|h| self.get(h)).max_by_key(|b| b.not_before)
+            hosts
+                .iter()
+                .filter_map(|h| self.get(h))
+                .max_by_key(|b| b.not_before)
         });
         let (map, key) = match name.strip_prefix("*.") {
             Some(parent) => (&self.wildcard, parent),

@@ -94,6 +94,7 @@ pub struct Edgeward {
     pub dir: PathBuf,
     pub http: u16,
     pub http_raw: u16,
+    pub https: u16,
     pub admin: u16,
     pub extra: String,
     child: Option<Child>,
@@ -123,6 +124,7 @@ impl Edgeward {
             dir,
             http: free_port(),
             http_raw: free_port(),
+            https: free_port(),
             admin: free_port(),
             extra: extra.to_string(),
             child: None,
@@ -143,12 +145,13 @@ impl Edgeward {
         let yaml = format!(
             "version: 1\nthreads: 1\npid_file: {dir}/edgeward.pid\nupgrade_sock: {dir}/upgrade.sock\n\
              grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n\
-             edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n\
+             edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n  https: [\"127.0.0.1:{https}\"]\n\
              \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
              \x20 state:\n    dir: \"{dir}/state\"\n  upstreams:\n    health_check_interval_seconds: 1\n{extra}",
             dir = self.dir.display(),
             http = self.http,
             raw = self.http_raw,
+            https = self.https,
             admin = self.admin,
             extra = self.extra,
         );
@@ -204,7 +207,7 @@ impl Edgeward {
 
     async fn wait_ready(&mut self) {
         let url = format!("http://127.0.0.1:{}/v1/health", self.admin);
-        let ports = [self.http, self.http_raw];
+        let ports = [self.http, self.http_raw, self.https];
         let client = self.client.clone();
         let child = self.child.as_mut().unwrap();
         let start = Instant::now();

@@ -32,7 +32,11 @@ async fn a_killed_node_restores_every_domain_and_unexpired_challenge() {
     e.restart().await;
 
     assert_eq!(e.api("GET", "/v1/domains", None).await.1, domains);
-    assert_eq!(e.upstream_for("kept.test").await.as_deref(), Some("up"));
+    assert_eq!(
+        e.get("kept.test", "/").await.0,
+        308,
+        "redirect_https restored"
+    );
     assert_eq!(e.upstream_for("a.wild.test").await.as_deref(), Some("up"));
     assert_eq!(e.upstream_for("batched.test").await.as_deref(), Some("up"));
     assert_eq!(e.get("gone.test", "/").await.0, 404);
