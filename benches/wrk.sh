@@ -25,6 +25,8 @@ cat > "$WORK/edgeward.yaml" <<YAML
 threads: 1
 pid_file: $WORK/edgeward.pid
 upgrade_sock: $WORK/upgrade.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
 edgeward:
   http: ["127.0.0.1:$HTTP"]
   admin: {listen: "127.0.0.1:$ADMIN", token_file: "$WORK/token"}

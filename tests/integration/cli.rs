@@ -129,3 +129,71 @@ async fn operator_commands_drive_the_admin_api() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "[]");
 }
+
+#[tokio::test]
+async fn cert_commands_upload_list_and_remove() {
+    let pki = crate::certs::Pki::new();
+    let e = Edgeward::start("").await;
+    let c = e.config_path();
+    let c = c.to_str().unwrap();
+    let leaf = pki.leaf(&["cli-cert.test"], crate::certs::Key::Ecdsa);
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    std::fs::write(&chain, &leaf.chain_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (chain, key) = (chain.to_str().unwrap(), key.to_str().unwrap());
+
+    let (ok, out, err) = run(&[
+        "cert",
+        "put",
+        "cli-cert.test",
+        "--chain",
+        chain,
+        "--key",
+        key,
+        "-c",
+        c,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&leaf.serial) && !out.contains("PRIVATE"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["cert", "ls", "-c", c]);
+    assert!(
+        ok && out.starts_with("HOST") && out.contains("cli-cert.test"),
+        "{out}"
+    );
+    // A key that does not match: the API's reason reaches the operator.
+    let other = pki.leaf(&["cli-cert.test"], crate::certs::Key::Ecdsa);
+    std::fs::write(dir.path().join("other.key"), &other.key_pem).unwrap();
+    let other_key = dir.path().join("other.key");
+    let (ok, _, err) = run(&[
+        "cert",
+        "put",
+        "cli-cert.test",
+        "--chain",
+        chain,
+        "--key",
+        other_key.to_str().unwrap(),
+        "-c",
+        c,
+    ]);
+    assert!(!ok && err.contains("does not match"), "{err}");
+    let (ok, _, err) = run(&[
+        "cert",
+        "put",
+        "cli-cert.test",
+        "--chain",
+        "/nonexistent.pem",
+        "--key",
+        key,
+        "-c",
+        c,
+    ]);
+    assert!(!ok && err.contains("/nonexistent.pem"), "{err}");
+    let (ok, _, err) = run(&["cert", "rm", "cli-cert.test", "-c", c]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["cert", "ls", "--json", "-c", c]);
+    assert!(ok && out.trim() == "[]", "{out}");
+}

@@ -110,6 +110,19 @@ async fn each_name_gets_its_certificate_wildcard_and_multi_san_included() {
     assert_eq!(status, 200);
     assert!(body.contains("\"x-forwarded-proto\":\"https\""), "{body}");
 
+    // Handshakes are counted by result; refused ones too.
+    let text = e.metrics().await;
+    assert!(
+        text.contains("edgeward_tls_handshakes_total{result=\"no_certificate\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("edgeward_tls_sni_misses_total 2"), "{text}");
+    assert!(text.contains("edgeward_certificates 15"), "{text}");
+    assert!(
+        !text.contains("edgeward_tls_handshakes_total{result=\"ok\"} 0"),
+        "{text}"
+    );
+
     // Deleting a certificate stops serving it; a name it shared falls back to nothing.
     assert_eq!(
         e.api("DELETE", "/v1/certificates/multi.test", None).await.0,
