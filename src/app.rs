@@ -153,6 +153,14 @@ pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<
     admin_svc.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin_svc);
 
+    if let Some(acme) = config.acme.clone() {
+        let manager = crate::acme::manager::Manager::new(acme, control.clone())
+            .map_err(anyhow::Error::msg)?;
+        server.add_service(background_service(
+            "acme manager",
+            crate::acme::manager::ManagerService(manager),
+        ));
+    }
     let health = control.pools().health_service(config.health_check_interval);
     server.add_service(background_service("upstream health checks", health));
     server.add_service(background_service(

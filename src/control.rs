@@ -3,6 +3,8 @@
 //! the in-memory tables the proxy reads. One writer at a time, so store order and memory order agree.
 //! Each change costs one store write and one map update: O(1) in the number of domains.
 
+use crate::acme::budget::Budget;
+use crate::acme::{AccountRecord, CertStatus};
 use crate::challenges::{Challenge, Challenges};
 use crate::domain::{Domain, FieldError};
 use crate::metrics;
@@ -20,6 +22,15 @@ pub struct State {
     pub routes: Routes,
     pub challenges: Challenges,
     pub certs: CertStore,
+    /// Certificate status of `tls: "auto"` domains, kept by the ACME manager for the API.
+    pub acme_status: dashmap::DashMap<String, CertStatus>,
+}
+
+/// The ACME manager's durable bits, as last stored.
+#[derive(Debug, Default, Clone)]
+pub struct AcmeStored {
+    pub account: Option<AccountRecord>,
+    pub budget: Budget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +48,9 @@ pub struct Control {
     store: Arc<dyn Store>,
     pools: Pools,
     writer: tokio::sync::Mutex<()>,
+    acme: std::sync::Mutex<AcmeStored>,
+    /// Woken when a change may need the ACME manager's attention.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 pub fn unix_now() -> u64 {
@@ -53,6 +67,8 @@ impl Control {
             store,
             pools,
             writer: tokio::sync::Mutex::new(()),
+            acme: Default::default(),
+            changed: Arc::default(),
         }
     }
 
@@ -64,6 +80,10 @@ impl Control {
     /// Certificates are parsed in parallel on every core; one that does not parse stops start-up.
     pub async fn restore(&self, snap: Snapshot) -> Result<(), StoreError> {
         let now = unix_now();
+        *self.acme_stored_mut() = AcmeStored {
+            account: snap.acme_account,
+            budget: snap.acme_budget.unwrap_or_default(),
+        };
         for b in parse_all(&snap.certificates)? {
             if b.not_after <= now as i64 {
                 log::warn!(
@@ -108,6 +128,9 @@ impl Control {
             }
             return Err(e.into());
         }
+        let wake = changes
+            .iter()
+            .any(|c| matches!(c, Change::PutDomain(d) if d.tls == crate::domain::TlsMode::Auto));
         for c in changes {
             metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
             match c {
@@ -128,10 +151,24 @@ impl Control {
                 Change::DeleteCertificate { host } => {
                     self.state.certs.remove(&host);
                 }
+                Change::PutAcmeAccount(a) => self.acme_stored_mut().account = Some(a),
+                Change::PutAcmeBudget(b) => self.acme_stored_mut().budget = b,
             }
         }
         self.update_gauges();
+        if wake {
+            self.wake_watchers();
+        }
         Ok(())
+    }
+
+    /// What the ACME manager waits on.
+    pub fn watch(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    pub fn wake_watchers(&self) {
+        self.changed.notify_one();
     }
 
     /// Check that every delete names something present (taking earlier ops of the batch into account)
@@ -198,6 +235,14 @@ impl Control {
                     undo.push(self.cert_undo(host));
                     certs.insert(host, false);
                 }
+                Change::PutAcmeAccount(_) => {
+                    if let Some(a) = self.acme_stored().account {
+                        undo.push(Change::PutAcmeAccount(a));
+                    }
+                }
+                Change::PutAcmeBudget(_) => {
+                    undo.push(Change::PutAcmeBudget(self.acme_stored().budget));
+                }
             }
         }
         undo.reverse();
@@ -218,6 +263,15 @@ impl Control {
                 token: token.into(),
             },
         }
+    }
+
+    /// The ACME account and budget as last stored.
+    pub fn acme_stored(&self) -> AcmeStored {
+        self.acme_stored_mut().clone()
+    }
+
+    fn acme_stored_mut(&self) -> std::sync::MutexGuard<'_, AcmeStored> {
+        self.acme.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cert_undo(&self, host: &str) -> Change {

@@ -119,6 +119,12 @@ impl DomainInput {
                 "\"auto\" needs an `edgeward.acme` section in the configuration",
             ));
         }
+        if tls == TlsMode::Auto && host.starts_with("*.") {
+            return Err(FieldError::new(
+                "tls",
+                "\"auto\" uses HTTP-01, which cannot issue wildcard certificates: upload one (\"manual\")",
+            ));
+        }
         Ok(Domain {
             host,
             upstreams,

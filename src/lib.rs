@@ -13,6 +13,7 @@
 //! - `admin`: the JSON API; `client`: the operator CLI that talks to it.
 //! - `app`: assembling the Pingora server.
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod challenges;

@@ -94,6 +94,48 @@ pub static CERT_SOONEST_EXPIRY: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static ACME_ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_acme_orders_total",
+        "ACME orders by result: ok, failed, abandoned",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ACME_RENEWALS: LazyLock<IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "edgeward_acme_renewals_total",
+        "Certificates renewed (an order that replaced a served certificate)"
+    )
+    .expect("metric registers once")
+});
+
+pub static ACME_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_acme_failures_total",
+        "Failed ACME orders by error type (ACME problem type, or connection/timeout/local)",
+        &["type"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ACME_BUDGET_LEFT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_acme_order_budget_left",
+        "New orders left in the current window"
+    )
+    .expect("metric registers once")
+});
+
+pub static ACME_EXPIRING_7D: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_acme_certificates_expiring_7d",
+        "tls auto domains whose certificate expires within 7 days"
+    )
+    .expect("metric registers once")
+});
+
 /// Status class label for a response status.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -118,6 +160,10 @@ pub fn init() {
         TLS_HANDSHAKES.with_label_values(&[result]);
     }
     TLS_SNI_MISSES.inc_by(0);
+    for result in ["ok", "failed", "abandoned"] {
+        ACME_ORDERS.with_label_values(&[result]);
+    }
+    ACME_RENEWALS.inc_by(0);
     for g in [
         &*DOMAINS,
         &*CHALLENGE_TOKENS,
@@ -125,6 +171,8 @@ pub fn init() {
         &*BACKENDS,
         &*CERTIFICATES,
         &*CERT_SOONEST_EXPIRY,
+        &*ACME_BUDGET_LEFT,
+        &*ACME_EXPIRING_7D,
     ] {
         g.add(0);
     }

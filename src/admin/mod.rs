@@ -74,7 +74,15 @@ impl AdminApp {
                     .response(session)
                     .await
             }
-            ("GET", ["v1", "domains"]) => reply(StatusCode::OK, &self.control.domains()),
+            ("GET", ["v1", "domains"]) => {
+                let list: Vec<serde_json::Value> = self
+                    .control
+                    .domains()
+                    .iter()
+                    .map(|d| self.domain_view(d))
+                    .collect();
+                reply(StatusCode::OK, &list)
+            }
             ("GET", ["v1", "upstreams"]) => {
                 let health: Vec<_> = self
                     .control
@@ -157,10 +165,26 @@ impl AdminApp {
         }
     }
 
+    /// A domain as the API shows it: the stored object, plus `certificate` for `tls: "auto"`.
+    fn domain_view(&self, d: &crate::domain::Domain) -> serde_json::Value {
+        let mut v = serde_json::to_value(d).unwrap_or_default();
+        if d.tls == crate::domain::TlsMode::Auto {
+            let status = self
+                .control
+                .state
+                .acme_status
+                .get(&d.host)
+                .map(|s| s.clone())
+                .unwrap_or_default();
+            v["certificate"] = serde_json::to_value(status).unwrap_or_default();
+        }
+        v
+    }
+
     fn get_domain(&self, host: &str) -> Reply {
         match ops::domain_host(host) {
             Ok(h) => match self.control.domain(&h) {
-                Some(d) => reply(StatusCode::OK, &d),
+                Some(d) => reply(StatusCode::OK, &self.domain_view(&d)),
                 None => error(StatusCode::NOT_FOUND, &format!("domain `{h}` not found")),
             },
             Err(e) => field_error(e),

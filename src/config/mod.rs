@@ -55,6 +55,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub health_check_interval: Duration,
     pub policy: DomainPolicy,
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 /// Read, parse and validate `path`.
@@ -199,8 +200,12 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             "must be above 0".into(),
         ));
     }
+    let acme = match &f.acme {
+        Some(a) => Some(validate_acme(a).map_err(|(k, m)| e(k, m))?),
+        None => None,
+    };
     let policy = DomainPolicy {
-        acme_enabled: false,
+        acme_enabled: acme.is_some(),
     };
     let mut seeds: Vec<Domain> = Vec::new();
     for (i, d) in f.domains.into_iter().enumerate() {
@@ -235,6 +240,63 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         connect_timeout: Duration::from_millis(f.upstreams.connect_timeout_ms),
         health_check_interval: Duration::from_secs(f.upstreams.health_check_interval_seconds),
         policy,
+        acme,
+    })
+}
+
+fn validate_acme(a: &schema::AcmeFile) -> Result<crate::acme::AcmeConfig, (String, String)> {
+    let k = |s: &str| format!("edgeward.acme.{s}");
+    if !a.directory.starts_with("https://") {
+        return Err((
+            k("directory"),
+            format!("`{}` is not an https:// URL", a.directory),
+        ));
+    }
+    for (i, c) in a.contact.iter().enumerate() {
+        if !c.starts_with("mailto:") {
+            return Err((
+                format!("edgeward.acme.contact[{i}]"),
+                format!("`{c}` must be a mailto: URL"),
+            ));
+        }
+    }
+    let ca_bundle = match &a.ca_bundle {
+        Some(p) => Some(std::fs::read(p).map_err(|err| (k("ca_bundle"), format!("{p}: {err}")))?),
+        None => None,
+    };
+    if !(a.renew_before_fraction > 0.0 && a.renew_before_fraction < 1.0) {
+        return Err((
+            k("renew_before_fraction"),
+            "must be between 0 and 1 (exclusive)".into(),
+        ));
+    }
+    if a.max_orders_per_window == 0 {
+        return Err((k("max_orders_per_window"), "must be at least 1".into()));
+    }
+    if a.order_window_seconds <= 0 {
+        return Err((k("order_window_seconds"), "must be above 0".into()));
+    }
+    if a.max_concurrent_orders == 0 {
+        return Err((k("max_concurrent_orders"), "must be at least 1".into()));
+    }
+    if a.retry.min_seconds == 0 || a.retry.min_seconds > a.retry.max_seconds {
+        return Err((k("retry"), "needs 0 < min_seconds <= max_seconds".into()));
+    }
+    if a.order_timeout_seconds == 0 {
+        return Err((k("order_timeout_seconds"), "must be above 0".into()));
+    }
+    Ok(crate::acme::AcmeConfig {
+        directory: a.directory.clone(),
+        contact: a.contact.clone(),
+        ca_bundle,
+        key_type: a.key_type,
+        renew_before_fraction: a.renew_before_fraction,
+        max_orders_per_window: a.max_orders_per_window,
+        order_window_seconds: a.order_window_seconds,
+        max_concurrent_orders: a.max_concurrent_orders,
+        retry_min_seconds: a.retry.min_seconds,
+        retry_max_seconds: a.retry.max_seconds,
+        order_timeout_seconds: a.order_timeout_seconds,
     })
 }
 
@@ -322,6 +384,22 @@ mod tests {
         assert!(e.contains("edgeward.domains[0].host"), "{e}");
         let e = check("edgeward:\n  challenges: {ttl_seconds: 0}\n").unwrap_err();
         assert!(e.contains("edgeward.challenges.ttl_seconds"), "{e}");
+        let e = check("edgeward:\n  acme: {directory: \"http://x\"}\n").unwrap_err();
+        assert!(e.contains("edgeward.acme.directory"), "{e}");
+        let e = check("edgeward:\n  acme: {directory: \"https://x\", key_type: \"dsa\"}\n")
+            .unwrap_err();
+        assert!(e.contains("edgeward.acme.key_type"), "{e}");
+        let e =
+            check("edgeward:\n  acme: {directory: \"https://x\", renew_before_fraction: 1.5}\n")
+                .unwrap_err();
+        assert!(e.contains("renew_before_fraction"), "{e}");
+        let e = check("edgeward:\n  acme: {directory: \"https://x\", contact: [\"ops@x\"]}\n")
+            .unwrap_err();
+        assert!(e.contains("edgeward.acme.contact[0]"), "{e}");
+        let e = check("edgeward:\n  acme: {directory: \"https://x\", retry: {min_seconds: 9, max_seconds: 1}}\n").unwrap_err();
+        assert!(e.contains("edgeward.acme.retry"), "{e}");
+        let c = check("edgeward:\n  acme: {directory: \"https://x\"}\n").unwrap();
+        assert!(c.policy.acme_enabled);
         let e = check("threads: 2\n").unwrap_err();
         assert!(e.contains("edgeward"), "{e}");
     }

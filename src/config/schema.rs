@@ -34,6 +34,75 @@ pub struct EdgewardFile {
     pub upstreams: UpstreamsFile,
     #[serde(default)]
     pub tls: TlsFile,
+    #[serde(default)]
+    pub acme: Option<AcmeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    pub directory: String,
+    #[serde(default)]
+    pub contact: Vec<String>,
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
+    #[serde(default = "default_key_type")]
+    pub key_type: crate::acme::KeyType,
+    #[serde(default = "default_renew_fraction")]
+    pub renew_before_fraction: f64,
+    #[serde(default = "default_max_orders")]
+    pub max_orders_per_window: usize,
+    #[serde(default = "default_order_window")]
+    pub order_window_seconds: i64,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_orders: usize,
+    #[serde(default)]
+    pub retry: RetryFile,
+    #[serde(default = "default_order_timeout")]
+    pub order_timeout_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    #[serde(default = "default_retry_min")]
+    pub min_seconds: u64,
+    #[serde(default = "default_retry_max")]
+    pub max_seconds: u64,
+}
+
+impl Default for RetryFile {
+    fn default() -> Self {
+        RetryFile {
+            min_seconds: default_retry_min(),
+            max_seconds: default_retry_max(),
+        }
+    }
+}
+
+fn default_key_type() -> crate::acme::KeyType {
+    crate::acme::KeyType::EcdsaP256
+}
+fn default_renew_fraction() -> f64 {
+    0.33
+}
+fn default_max_orders() -> usize {
+    300
+}
+fn default_order_window() -> i64 {
+    10_800
+}
+fn default_max_concurrent() -> usize {
+    8
+}
+fn default_order_timeout() -> u64 {
+    90
+}
+fn default_retry_min() -> u64 {
+    60
+}
+fn default_retry_max() -> u64 {
+    21_600
 }
 
 #[derive(Debug, Default, Deserialize)]

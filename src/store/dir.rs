@@ -19,6 +19,7 @@ use std::sync::Arc;
 const DOMAINS: &str = "domains";
 const CHALLENGES: &str = "challenges";
 const CERTS: &str = "certs";
+const ACME: &str = "acme";
 const JOURNAL: &str = "journal.json";
 
 #[derive(Clone)]
@@ -30,7 +31,7 @@ impl DirStore {
     /// Open (creating if needed) a state directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        for sub in [DOMAINS, CHALLENGES, CERTS] {
+        for sub in [DOMAINS, CHALLENGES, CERTS, ACME] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(|e| StoreError::io(&p, e))?;
         }
@@ -69,6 +70,13 @@ impl DirStore {
             // Holds the private key: 0600.
             Change::PutCertificate(c) => write_json_mode(&self.cert_path(&c.host), c, 0o600, flush),
             Change::DeleteCertificate { host } => remove_with(&self.cert_path(host), flush),
+            // The account key is a secret: 0600.
+            Change::PutAcmeAccount(a) => {
+                write_json_mode(&self.root.join(ACME).join("account.json"), a, 0o600, flush)
+            }
+            Change::PutAcmeBudget(b) => {
+                write_json_mode(&self.root.join(ACME).join("budget.json"), b, 0o644, flush)
+            }
         }
     }
 
@@ -118,10 +126,20 @@ impl DirStore {
                     .then_some(())
                     .ok_or("host does not match the file name")
             })?;
+        let optional = |name: &str| {
+            let p = self.root.join(ACME).join(name);
+            p.exists().then_some(p)
+        };
+        let acme_account = optional("account.json")
+            .map(|p| read_json(&p))
+            .transpose()?;
+        let acme_budget = optional("budget.json").map(|p| read_json(&p)).transpose()?;
         Ok(Snapshot {
             domains,
             challenges,
             certificates,
+            acme_account,
+            acme_budget,
         })
     }
 }

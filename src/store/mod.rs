@@ -10,6 +10,8 @@ pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreErr
     dir::write_atomic(path, bytes, 0o600)
 }
 
+use crate::acme::budget::Budget;
+use crate::acme::AccountRecord;
 use crate::challenges::Challenge;
 use crate::domain::Domain;
 use crate::tls::CertRecord;
@@ -27,6 +29,8 @@ pub enum Change {
     DeleteChallenge { token: String },
     PutCertificate(CertRecord),
     DeleteCertificate { host: String },
+    PutAcmeAccount(AccountRecord),
+    PutAcmeBudget(Budget),
 }
 
 impl Change {
@@ -39,6 +43,8 @@ impl Change {
             Change::DeleteChallenge { .. } => "delete_challenge",
             Change::PutCertificate(_) => "put_certificate",
             Change::DeleteCertificate { .. } => "delete_certificate",
+            Change::PutAcmeAccount(_) => "put_acme_account",
+            Change::PutAcmeBudget(_) => "put_acme_budget",
         }
     }
 }
@@ -49,6 +55,8 @@ pub struct Snapshot {
     pub domains: Vec<Domain>,
     pub challenges: Vec<Challenge>,
     pub certificates: Vec<CertRecord>,
+    pub acme_account: Option<AccountRecord>,
+    pub acme_budget: Option<Budget>,
 }
 
 #[derive(Debug, thiserror::Error)]

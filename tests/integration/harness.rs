@@ -20,7 +20,16 @@ pub fn free_port() -> u16 {
 }
 
 /// Poll `f` until it returns `Some`, or panic with `what` after the deadline.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(what, DEADLINE, f).await
+}
+
+/// `eventually` with its own deadline, for waits bounded by a peer's clock (certificate lifetimes).
+pub async fn eventually_within<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -30,8 +39,8 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -119,8 +128,15 @@ pub fn bin() -> &'static str {
 impl Edgeward {
     /// Start with a fresh state directory. `extra` is appended under `edgeward:` (indented 2).
     pub async fn start(extra: &str) -> Edgeward {
+        let mut e = Edgeward::new(extra);
+        e.spawn().await;
+        e
+    }
+
+    /// Ports and directory chosen, not started yet (a peer may need the ports first).
+    pub fn new(extra: &str) -> Edgeward {
         let dir = tempfile::tempdir().unwrap().keep();
-        let mut e = Edgeward {
+        Edgeward {
             dir,
             http: free_port(),
             http_raw: free_port(),
@@ -132,9 +148,7 @@ impl Edgeward {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-        };
-        e.spawn().await;
-        e
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -158,7 +172,7 @@ impl Edgeward {
         std::fs::write(self.config_path(), yaml).unwrap();
     }
 
-    async fn spawn(&mut self) {
+    pub async fn spawn(&mut self) {
         self.write_config();
         std::fs::write(self.dir.join("admin.token"), TOKEN).unwrap();
         self.child = Some(self.command(&[]));

@@ -1,10 +1,12 @@
 //! Integration tests: the real edgeward binary, real upstreams, real HTTP clients, on loopback.
 
+mod acme;
 mod admin;
 mod certs;
 mod challenges;
 mod cli;
 mod harness;
+mod pebble;
 mod restart;
 mod routing;
 mod tls;

@@ -1,0 +1,321 @@
+//! The only code that talks to the CA. An HTTP client for instant-acme that trusts the system roots plus
+//! `ca_bundle` and keeps what instant-acme drops: the `Retry-After` of a rate limit or a 503. The
+//! account is loaded from its stored credentials or created once. `issue` runs one order end to end.
+
+use super::AcmeConfig;
+use bytes::Bytes;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
+    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::stack::Stack;
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+type Inner = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    BodyWrapper<Bytes>,
+>;
+
+/// instant-acme's transport, plus the latest `Retry-After` the CA sent with a 429 or 503.
+#[derive(Clone)]
+pub struct CaHttp {
+    inner: Inner,
+    retry_after: Arc<Mutex<Option<SystemTime>>>,
+}
+
+impl CaHttp {
+    pub fn new(ca_bundle: Option<&[u8]>) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for c in native.certs {
+            let _ = roots.add(c);
+        }
+        if let Some(pem) = ca_bundle {
+            use rustls_pki_types::pem::PemObject;
+            let mut n = 0;
+            for c in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+                let c = c.map_err(|e| format!("ca_bundle: {e}"))?;
+                roots.add(c).map_err(|e| format!("ca_bundle: {e}"))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err("ca_bundle: no PEM certificate found".into());
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let inner =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        Ok(CaHttp {
+            inner,
+            retry_after: Arc::default(),
+        })
+    }
+
+    /// The `Retry-After` time of the most recent 429/503, if it is still in the future.
+    pub fn retry_after(&self) -> Option<SystemTime> {
+        let v = *self.retry_after.lock().unwrap_or_else(|p| p.into_inner());
+        v.filter(|t| *t > SystemTime::now())
+    }
+
+    fn record(&self, rsp: &BytesResponse) {
+        let status = rsp.parts.status.as_u16();
+        if status != 429 && status != 503 {
+            return;
+        }
+        if let Some(t) = rsp
+            .parts
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after)
+        {
+            *self.retry_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        }
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<SystemTime> {
+    let v = v.trim();
+    match v.parse::<u64>() {
+        Ok(secs) => Some(SystemTime::now() + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(v).ok(),
+    }
+}
+
+impl HttpClient for CaHttp {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let me = self.clone();
+        let fut = HttpClient::request(&self.inner, req);
+        Box::pin(async move {
+            let rsp = fut.await?;
+            me.record(&rsp);
+            Ok(rsp)
+        })
+    }
+}
+
+/// Load the account from stored credentials, or create it. Returns the account and, when created,
+/// the credentials JSON to store.
+pub async fn account(
+    cfg: &AcmeConfig,
+    http: &CaHttp,
+    stored: Option<&str>,
+) -> Result<(Account, Option<String>), instant_acme::Error> {
+    if let Some(json) = stored {
+        let creds: AccountCredentials = serde_json::from_str(json)?;
+        let account = Account::builder_with_http(Box::new(http.clone()))
+            .from_credentials(creds)
+            .await?;
+        return Ok((account, None));
+    }
+    let contact: Vec<&str> = cfg.contact.iter().map(String::as_str).collect();
+    let (account, creds) = Account::builder_with_http(Box::new(http.clone()))
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            cfg.directory.clone(),
+            None,
+        )
+        .await?;
+    Ok((account, Some(serde_json::to_string(&creds)?)))
+}
+
+/// What an order needs from the rest of edgeward: publish and remove challenge tokens, and say
+/// whether the domain still wants the certificate (deleted or switched off `auto`: abandon).
+#[async_trait::async_trait]
+pub trait Responder: Send + Sync {
+    async fn put_token(
+        &self,
+        token: &str,
+        host: &str,
+        key_authorization: &str,
+    ) -> Result<(), String>;
+    async fn remove_token(&self, token: &str);
+    fn still_wanted(&self, host: &str) -> bool;
+}
+
+/// Why an order ended without a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("{0}")]
+    Acme(#[from] instant_acme::Error),
+    #[error("challenge for {host} failed: {detail}")]
+    Invalid {
+        host: String,
+        detail: String,
+        kind: String,
+    },
+    #[error("order abandoned: the domain no longer wants an ACME certificate")]
+    Abandoned,
+    #[error("{0}")]
+    Local(String),
+}
+
+impl OrderError {
+    /// A short label for metrics: the ACME problem type without its URN prefix, or the failure kind.
+    pub fn kind(&self) -> String {
+        match self {
+            OrderError::Acme(instant_acme::Error::Api(p)) => p
+                .r#type
+                .as_deref()
+                .map(|t| t.rsplit(':').next().unwrap_or(t).to_string())
+                .unwrap_or_else(|| "problem".into()),
+            OrderError::Acme(instant_acme::Error::Timeout(_)) => "timeout".into(),
+            OrderError::Acme(_) => "connection".into(),
+            OrderError::Invalid { kind, .. } => kind.clone(),
+            OrderError::Abandoned => "abandoned".into(),
+            OrderError::Local(_) => "local".into(),
+        }
+    }
+}
+
+/// A new certificate: PEM chain and PEM key.
+pub struct Issued {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+/// Run one order for `host` with HTTP-01 answered by edgeward itself.
+pub async fn issue(
+    account: &Account,
+    cfg: &AcmeConfig,
+    host: &str,
+    responder: &dyn Responder,
+) -> Result<Issued, OrderError> {
+    let ids = [Identifier::Dns(host.to_string())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+    let mut tokens = Vec::new();
+    let result = async {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let mut ch = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| OrderError::Local("the CA offered no http-01 challenge".into()))?;
+            let token = ch.token.clone();
+            let ka = ch.key_authorization();
+            responder
+                .put_token(&token, host, ka.as_str())
+                .await
+                .map_err(OrderError::Local)?;
+            tokens.push(token);
+            if !responder.still_wanted(host) {
+                return Err(OrderError::Abandoned);
+            }
+            ch.set_ready().await?;
+        }
+        let retry = RetryPolicy::new().timeout(Duration::from_secs(cfg.order_timeout_seconds));
+        let status = order.poll_ready(&retry).await?;
+        if status != OrderStatus::Ready {
+            return Err(invalid_reason(&mut order, host).await);
+        }
+        if !responder.still_wanted(host) {
+            return Err(OrderError::Abandoned);
+        }
+        let (key, csr) = csr(host, cfg.key_type).map_err(|e| OrderError::Local(e.to_string()))?;
+        order.finalize_csr(&csr).await?;
+        let chain_pem = order.poll_certificate(&retry).await?;
+        let key_pem = String::from_utf8(
+            key.private_key_to_pem_pkcs8()
+                .map_err(|e| OrderError::Local(e.to_string()))?,
+        )
+        .map_err(|e| OrderError::Local(e.to_string()))?;
+        Ok(Issued { chain_pem, key_pem })
+    }
+    .await;
+    for t in tokens {
+        responder.remove_token(&t).await;
+    }
+    result
+}
+
+/// The error of the first invalid authorization's challenge, for `last_error`.
+async fn invalid_reason(order: &mut instant_acme::Order, host: &str) -> OrderError {
+    let mut authzs = order.authorizations();
+    while let Some(Ok(mut a)) = authzs.next().await {
+        if a.status == AuthorizationStatus::Invalid {
+            if let Some(ch) = a.challenge(ChallengeType::Http01) {
+                if let Some(p) = ch.error.as_ref() {
+                    let kind = p
+                        .r#type
+                        .as_deref()
+                        .map(|t| t.rsplit(':').next().unwrap_or(t).to_string())
+                        .unwrap_or_else(|| "invalid".into());
+                    return OrderError::Invalid {
+                        host: host.into(),
+                        detail: format!(
+                            "{}: {}",
+                            p.r#type.as_deref().unwrap_or("problem"),
+                            p.detail.as_deref().unwrap_or("")
+                        ),
+                        kind,
+                    };
+                }
+            }
+        }
+    }
+    OrderError::Invalid {
+        host: host.into(),
+        detail: "the order became invalid".into(),
+        kind: "invalid".into(),
+    }
+}
+
+/// A new private key of `key_type` and a CSR (DER) for `host`.
+pub fn csr(
+    host: &str,
+    key_type: super::KeyType,
+) -> Result<(PKey<Private>, Vec<u8>), openssl::error::ErrorStack> {
+    let key = match key_type {
+        super::KeyType::EcdsaP256 => PKey::from_ec_key(EcKey::generate(
+            EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref(),
+        )?)?,
+        super::KeyType::Rsa2048 => PKey::from_rsa(Rsa::generate(2048)?)?,
+    };
+    let mut req = X509ReqBuilder::new()?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, host)?;
+    req.set_subject_name(&name.build())?;
+    req.set_pubkey(&key)?;
+    let mut exts = Stack::new()?;
+    exts.push(
+        SubjectAlternativeName::new()
+            .dns(host)
+            .build(&req.x509v3_context(None))?,
+    )?;
+    req.add_extensions(&exts)?;
+    req.sign(&key, MessageDigest::sha256())?;
+    Ok((key, req.build().to_der()?))
+}

@@ -1,0 +1,420 @@
+//! The background service that keeps `tls: "auto"` domains certified. Each tick: find the domains that
+//! need a certificate (none yet, or renewal due) and are not backing off, start orders within the
+//! concurrency limit and the persisted new-order budget, and sleep until the next thing is due or a
+//! change wakes it. A failing domain backs off on its own and never blocks the others.
+
+use super::budget::Budget;
+use super::client::{self, CaHttp, Issued, OrderError, Responder};
+use super::schedule::{jitter_of, next_attempt, renew_at};
+use super::{AccountRecord, AcmeConfig, CertState, CertStatus};
+use crate::challenges::Challenge;
+use crate::control::{unix_now, ApplyError, Control};
+use crate::domain::TlsMode;
+use crate::metrics;
+use crate::store::Change;
+use crate::tls::{rfc3339, CertRecord, CertSource};
+use async_trait::async_trait;
+use instant_acme::Account;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// How long an HTTP-01 token stays registered if an order dies without removing it.
+const TOKEN_TTL: u64 = 3600;
+
+#[derive(Debug, Default, Clone)]
+struct Track {
+    failures: u32,
+    next_attempt: i64,
+    last_error: Option<String>,
+    in_flight: bool,
+}
+
+pub struct Manager {
+    cfg: AcmeConfig,
+    control: Arc<Control>,
+    http: CaHttp,
+    /// Loaded or created on first use; dropped when the CA no longer knows it.
+    account: tokio::sync::Mutex<Option<Arc<Account>>>,
+    tracks: Mutex<HashMap<String, Track>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Manager {
+    pub fn new(cfg: AcmeConfig, control: Arc<Control>) -> Result<Arc<Self>, String> {
+        let http = CaHttp::new(cfg.ca_bundle.as_deref())?;
+        let slots = Arc::new(Semaphore::new(cfg.max_concurrent_orders));
+        Ok(Arc::new(Manager {
+            cfg,
+            control,
+            http,
+            account: Default::default(),
+            tracks: Mutex::default(),
+            slots,
+        }))
+    }
+
+    fn tracks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Track>> {
+        self.tracks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The account: loaded from the store, or created once and stored (0600).
+    async fn account(&self) -> Result<Arc<Account>, OrderError> {
+        let mut slot = self.account.lock().await;
+        if let Some(a) = slot.as_ref() {
+            return Ok(a.clone());
+        }
+        let stored = self
+            .control
+            .acme_stored()
+            .account
+            .filter(|a| a.directory == self.cfg.directory);
+        let (account, created) = client::account(
+            &self.cfg,
+            &self.http,
+            stored.as_ref().map(|a| a.credentials.as_str()),
+        )
+        .await?;
+        if let Some(credentials) = created {
+            log::info!(
+                "created ACME account {} at {}",
+                account.id(),
+                self.cfg.directory
+            );
+            let record = AccountRecord {
+                directory: self.cfg.directory.clone(),
+                credentials,
+            };
+            self.control
+                .apply(vec![Change::PutAcmeAccount(record)])
+                .await
+                .map_err(|e| OrderError::Local(format!("storing the ACME account: {e}")))?;
+        }
+        let account = Arc::new(account);
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// The CA says the account does not exist (deactivated, or a test CA restarted): forget it so the
+    /// next order registers a new one.
+    async fn forget_account(&self) {
+        *self.account.lock().await = None;
+        let mut stored = self.control.acme_stored();
+        if stored.account.take().is_some() {
+            log::warn!("the CA no longer knows the stored ACME account; a new one will be created");
+            let record = AccountRecord {
+                directory: String::new(),
+                credentials: String::new(),
+            };
+            let _ = self
+                .control
+                .apply(vec![Change::PutAcmeAccount(record)])
+                .await;
+        }
+    }
+
+    /// One pass: start what is due; returns how long to sleep before the next pass.
+    async fn tick(self: &Arc<Self>) -> Duration {
+        let now = unix_now() as i64;
+        let mut wake = now + 300;
+        let auto: Vec<String> = self
+            .control
+            .domains()
+            .into_iter()
+            .filter(|d| d.tls == TlsMode::Auto)
+            .map(|d| d.host)
+            .collect();
+        self.forget_others(&auto);
+        let mut expiring = 0;
+        for host in auto {
+            let bundle = self.control.certificate(&host);
+            let renew = bundle.as_ref().map(|b| {
+                renew_at(
+                    b.not_before,
+                    b.not_after,
+                    self.cfg.renew_before_fraction,
+                    jitter_of(&host),
+                )
+            });
+            if bundle
+                .as_ref()
+                .is_some_and(|b| b.not_after - now < 7 * 86_400)
+            {
+                expiring += 1;
+            }
+            let track = self.tracks().get(&host).cloned().unwrap_or_default();
+            self.publish_status(&host, &track, now);
+            if track.in_flight {
+                continue;
+            }
+            let due_at = renew.unwrap_or(now).max(track.next_attempt);
+            if due_at > now {
+                wake = wake.min(due_at);
+                continue;
+            }
+            if let Some(ra) = self.http.retry_after() {
+                let ra = ra
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(now, |d| d.as_secs() as i64);
+                self.set_next(&host, ra);
+                wake = wake.min(ra);
+                continue;
+            }
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                continue; // a finishing order wakes the loop
+            };
+            match self.take_budget(now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let free = self.control.acme_stored().budget.next_free(
+                        now,
+                        self.cfg.max_orders_per_window,
+                        self.cfg.order_window_seconds,
+                    );
+                    self.set_next(&host, free);
+                    wake = wake.min(free);
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("cannot persist the ACME order budget: {e}");
+                    wake = wake.min(now + 5);
+                    continue;
+                }
+            }
+            self.tracks().entry(host.clone()).or_default().in_flight = true;
+            self.publish_status(&host, &self.tracks()[&host].clone(), now);
+            let me = self.clone();
+            let renewal = bundle.is_some();
+            tokio::spawn(async move {
+                me.run_order(&host, renewal).await;
+                drop(permit);
+                me.control.wake_watchers();
+            });
+        }
+        metrics::ACME_EXPIRING_7D.set(expiring);
+        let left = self.control.acme_stored().budget.left(
+            now,
+            self.cfg.max_orders_per_window,
+            self.cfg.order_window_seconds,
+        );
+        metrics::ACME_BUDGET_LEFT.set(left as i64);
+        Duration::from_secs((wake - now).clamp(1, 300) as u64)
+    }
+
+    fn set_next(&self, host: &str, at: i64) {
+        let mut tracks = self.tracks();
+        let t = tracks.entry(host.to_string()).or_default();
+        t.next_attempt = t.next_attempt.max(at);
+    }
+
+    /// Take one order from the persisted budget.
+    async fn take_budget(&self, now: i64) -> Result<bool, ApplyError> {
+        let mut budget: Budget = self.control.acme_stored().budget;
+        if !budget.take(
+            now,
+            self.cfg.max_orders_per_window,
+            self.cfg.order_window_seconds,
+        ) {
+            return Ok(false);
+        }
+        self.control
+            .apply(vec![Change::PutAcmeBudget(budget)])
+            .await?;
+        Ok(true)
+    }
+
+    /// Drop tracking (and status) of domains that are gone or no longer `auto`.
+    fn forget_others(&self, auto: &[String]) {
+        let keep: std::collections::HashSet<&str> = auto.iter().map(String::as_str).collect();
+        self.tracks()
+            .retain(|h, t| t.in_flight || keep.contains(h.as_str()));
+        self.control
+            .state
+            .acme_status
+            .retain(|h, _| keep.contains(h.as_str()));
+    }
+
+    async fn run_order(self: &Arc<Self>, host: &str, renewal: bool) {
+        let responder = ControlResponder {
+            control: self.control.clone(),
+        };
+        let result = async {
+            let account = self.account().await?;
+            client::issue(&account, &self.cfg, host, &responder).await
+        }
+        .await;
+        if let Err(e) = &result {
+            if e.kind() == "accountDoesNotExist" {
+                self.forget_account().await;
+            }
+        }
+        let now = unix_now() as i64;
+        let outcome = match result {
+            Ok(issued) => self.publish(host, issued).await,
+            Err(e) => Err(e),
+        };
+        let mut tracks = self.tracks();
+        let t = tracks.entry(host.to_string()).or_default();
+        t.in_flight = false;
+        match outcome {
+            Ok(()) => {
+                metrics::ACME_ORDERS.with_label_values(&["ok"]).inc();
+                if renewal {
+                    metrics::ACME_RENEWALS.inc();
+                }
+                log::info!("certificate for {host} issued");
+                *t = Track::default();
+            }
+            Err(OrderError::Abandoned) => {
+                metrics::ACME_ORDERS.with_label_values(&["abandoned"]).inc();
+                log::info!("order for {host} abandoned");
+            }
+            Err(e) => {
+                metrics::ACME_ORDERS.with_label_values(&["failed"]).inc();
+                metrics::ACME_FAILURES.with_label_values(&[&e.kind()]).inc();
+                t.failures += 1;
+                let retry_after = self
+                    .http
+                    .retry_after()
+                    .and_then(|ra| ra.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64);
+                t.next_attempt = next_attempt(
+                    now,
+                    t.failures,
+                    self.cfg.retry_min_seconds,
+                    self.cfg.retry_max_seconds,
+                    jitter_of(host),
+                    retry_after,
+                );
+                t.last_error = Some(e.to_string());
+                log::warn!(
+                    "order for {host} failed ({} in a row), next attempt {}: {e}",
+                    t.failures,
+                    rfc3339(t.next_attempt)
+                );
+            }
+        }
+        let t = t.clone();
+        drop(tracks);
+        self.publish_status(host, &t, now);
+    }
+
+    /// Store and serve a new certificate, unless the domain stopped wanting it meanwhile.
+    async fn publish(&self, host: &str, issued: Issued) -> Result<(), OrderError> {
+        let responder = ControlResponder {
+            control: self.control.clone(),
+        };
+        if !responder.still_wanted(host) {
+            return Err(OrderError::Abandoned);
+        }
+        let record = CertRecord {
+            host: host.to_string(),
+            chain_pem: issued.chain_pem,
+            key_pem: issued.key_pem,
+            source: CertSource::Acme,
+        };
+        crate::tls::bundle::parse(&record, unix_now() as i64, true).map_err(|e| {
+            OrderError::Local(format!("the CA's certificate does not validate: {e}"))
+        })?;
+        self.control
+            .apply(vec![Change::PutCertificate(record)])
+            .await
+            .map_err(|e| OrderError::Local(format!("storing the certificate: {e}")))
+    }
+
+    /// The `certificate` object shown by the domain API.
+    fn publish_status(&self, host: &str, t: &Track, now: i64) {
+        let bundle = self.control.certificate(host);
+        let valid = bundle.as_ref().filter(|b| b.not_after > now);
+        let state = match (t.in_flight, valid.is_some(), t.failures > 0) {
+            (true, true, _) => CertState::Renewing,
+            (true, false, _) => CertState::Pending,
+            (false, true, true) => CertState::Renewing,
+            (false, true, false) => CertState::Valid,
+            (false, false, true) => CertState::Failed,
+            (false, false, false) => CertState::Pending,
+        };
+        let status = CertStatus {
+            state,
+            not_after: valid.map(|b| rfc3339(b.not_after)),
+            renew_at: valid.map(|b| {
+                rfc3339(renew_at(
+                    b.not_before,
+                    b.not_after,
+                    self.cfg.renew_before_fraction,
+                    jitter_of(host),
+                ))
+            }),
+            last_error: t.last_error.clone(),
+            next_attempt: (t.failures > 0 || t.next_attempt > now).then(|| rfc3339(t.next_attempt)),
+        };
+        self.control
+            .state
+            .acme_status
+            .insert(host.to_string(), status);
+    }
+}
+
+/// Challenge tokens go through `Control` like any change: durable, then live on every listener.
+struct ControlResponder {
+    control: Arc<Control>,
+}
+
+#[async_trait]
+impl Responder for ControlResponder {
+    async fn put_token(
+        &self,
+        token: &str,
+        host: &str,
+        key_authorization: &str,
+    ) -> Result<(), String> {
+        let c = Challenge {
+            token: token.to_string(),
+            host: host.to_string(),
+            key_authorization: key_authorization.to_string(),
+            expires_at: unix_now() + TOKEN_TTL,
+        };
+        self.control
+            .apply(vec![Change::PutChallenge(c)])
+            .await
+            .map_err(|e| format!("registering the challenge token: {e}"))
+    }
+
+    async fn remove_token(&self, token: &str) {
+        let change = Change::DeleteChallenge {
+            token: token.to_string(),
+        };
+        match self.control.apply(vec![change]).await {
+            Ok(()) | Err(ApplyError::NotFound(_)) => {}
+            Err(e) => log::warn!("removing challenge token failed (it expires anyway): {e}"),
+        }
+    }
+
+    fn still_wanted(&self, host: &str) -> bool {
+        self.control
+            .domain(host)
+            .is_some_and(|d| d.tls == TlsMode::Auto)
+    }
+}
+
+/// Pingora background service wrapper.
+pub struct ManagerService(pub Arc<Manager>);
+
+#[async_trait]
+impl BackgroundService for ManagerService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let m = &self.0;
+        let changed = m.control.watch();
+        loop {
+            let sleep = m.tick().await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! ACME end to end against a real Pebble: issue, serve, renew under a live connection, restart without
+//! re-ordering, CA outage with backoff, and a challenge that cannot be validated.
+
+use crate::certs::{connect, get, peer_serial};
+use crate::harness::{eventually, eventually_within, Edgeward, Upstream};
+use crate::pebble::Pebble;
+use std::time::Duration;
+
+const RETRY: &str = "    retry: {min_seconds: 1, max_seconds: 8}\n";
+
+/// Edgeward and Pebble wired to each other; `acme_extra` goes under `edgeward.acme`.
+async fn pair(validity: Option<u64>, acme_extra: &str) -> (Edgeward, Pebble) {
+    let mut e = Edgeward::new("");
+    let p = Pebble::start(e.http, validity).await;
+    e.extra = p.acme_yaml(acme_extra);
+    e.spawn().await;
+    (e, p)
+}
+
+async fn cert_state(e: &Edgeward, host: &str) -> serde_json::Value {
+    e.api("GET", &format!("/v1/domains/{host}"), None).await.1["certificate"].clone()
+}
+
+/// Serial served on a new, verified handshake for `host`, chained to Pebble's current root.
+async fn served_serial(e: &Edgeward, p: &Pebble, host: &str) -> Result<String, String> {
+    let root = p.issuing_root().await;
+    let (port, host) = (e.https, host.to_string());
+    tokio::task::spawn_blocking(move || connect(port, Some(&host), &root).map(|s| peer_serial(&s)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_domain_is_issued_served_and_not_reordered_after_restart() {
+    let up = Upstream::start("up").await;
+    let (mut e, p) = pair(None, RETRY).await;
+    e.put_domain("auto.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    let status = eventually("the certificate to be issued", || async {
+        let s = cert_state(&e, "auto.test").await;
+        (s["state"] == "valid").then_some(s)
+    })
+    .await;
+    assert!(
+        status["not_after"].is_string() && status["renew_at"].is_string(),
+        "{status}"
+    );
+    assert!(status["last_error"].is_null(), "{status}");
+    let serial = served_serial(&e, &p, "auto.test")
+        .await
+        .expect("chains to Pebble's root");
+    let (_, info) = e.api("GET", "/v1/certificates/auto.test", None).await;
+    assert_eq!(
+        (info["serial"].as_str(), info["source"].as_str()),
+        (Some(serial.as_str()), Some("acme"))
+    );
+    // The token was removed when the order ended.
+    assert_eq!(
+        std::fs::read_dir(e.state_dir().join("challenges"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let account = std::fs::read(e.state_dir().join("acme/account.json")).unwrap();
+
+    e.restart().await;
+    eventually("the manager to look at the domain", || async {
+        (cert_state(&e, "auto.test").await["state"] == "valid").then_some(())
+    })
+    .await;
+    let metrics = e.metrics().await;
+    assert!(
+        metrics.contains("edgeward_acme_orders_total{result=\"ok\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(served_serial(&e, &p, "auto.test").await, Ok(serial));
+    assert_eq!(
+        std::fs::read(e.state_dir().join("acme/account.json")).unwrap(),
+        account,
+        "account reused"
+    );
+    let budget: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.state_dir().join("acme/budget.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        budget["placed"].as_array().unwrap().len(),
+        1,
+        "one order placed, persisted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_swaps_the_certificate_under_a_live_connection() {
+    let up = Upstream::start("up").await;
+    let (e, p) = pair(
+        Some(20),
+        &format!("{RETRY}    renew_before_fraction: 0.5\n"),
+    )
+    .await;
+    e.put_domain("renew.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    eventually("the first certificate", || async {
+        (cert_state(&e, "renew.test").await["state"] == "valid").then_some(())
+    })
+    .await;
+    let first = served_serial(&e, &p, "renew.test").await.unwrap();
+    let root = p.issuing_root().await;
+    let port = e.https;
+    let mut live =
+        tokio::task::spawn_blocking(move || connect(port, Some("renew.test"), &root).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(peer_serial(&live), first);
+    // Keep the connection busy while waiting for the renewal; every request must succeed.
+    let renewed = eventually_within("the renewal", Duration::from_secs(40), || {
+        let conn = &mut live;
+        let (status, _) = get(conn, "renew.test", "/keepalive");
+        assert_eq!(status, 200, "the pre-swap connection keeps working");
+        async {
+            let (_, info) = e.api("GET", "/v1/certificates/renew.test", None).await;
+            let s = info["serial"].as_str().unwrap_or_default().to_string();
+            (s != first).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(get(&mut live, "renew.test", "/after").0, 200);
+    assert_eq!(peer_serial(&live), first, "same connection, same handshake");
+    assert_eq!(served_serial(&e, &p, "renew.test").await, Ok(renewed));
+    let metrics = e.metrics().await;
+    assert!(
+        !metrics.contains("edgeward_acme_renewals_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unvalidatable_domain_fails_with_the_acme_error() {
+    let up = Upstream::start("up").await;
+    let (e, p) = pair(None, RETRY).await;
+    p.misdirect("nowhere.test").await;
+    e.put_domain("nowhere.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    e.put_domain("fine.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    let s = eventually("the order to fail", || async {
+        let s = cert_state(&e, "nowhere.test").await;
+        (s["state"] == "failed").then_some(s)
+    })
+    .await;
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("urn:ietf:params:acme:error:"), "{s}");
+    assert!(s["next_attempt"].is_string(), "{s}");
+    // The failing domain does not block the other one.
+    eventually("the other domain's certificate", || async {
+        (cert_state(&e, "fine.test").await["state"] == "valid").then_some(())
+    })
+    .await;
+    let metrics = e.metrics().await;
+    assert!(
+        metrics.contains("edgeward_acme_failures_total{type="),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_outage_backs_off_keeps_serving_and_recovers() {
+    let up = Upstream::start("up").await;
+    let (e, mut p) = pair(None, RETRY).await;
+    e.put_domain("before.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    eventually("a certificate before the outage", || async {
+        (cert_state(&e, "before.test").await["state"] == "valid").then_some(())
+    })
+    .await;
+    let before = served_serial(&e, &p, "before.test").await.unwrap();
+    let root = p.issuing_root().await;
+
+    p.stop_pebble();
+    e.put_domain("during.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    // Collect successive scheduled attempts: the gaps between them grow.
+    let mut attempts: Vec<i64> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while attempts.len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backoff attempts seen: {attempts:?}"
+        );
+        let s = cert_state(&e, "during.test").await;
+        if let Some(n) = s["next_attempt"].as_str() {
+            assert!(s["last_error"].is_string(), "{s}");
+            assert_ne!(s["state"], "valid", "{s}");
+            if attempts.last() != Some(&unix(n)) {
+                attempts.push(unix(n));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gaps: Vec<i64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.last() > gaps.first(), "backoff grows: {gaps:?}");
+    // Existing certificates are still served during the outage.
+    let port = e.https;
+    let served = tokio::task::spawn_blocking(move || {
+        connect(port, Some("before.test"), &root).map(|s| peer_serial(&s))
+    })
+    .await
+    .unwrap();
+    assert_eq!(served, Ok(before));
+
+    p.start_pebble().await;
+    eventually_within("issuance to resume", Duration::from_secs(40), || async {
+        (cert_state(&e, "during.test").await["state"] == "valid").then_some(())
+    })
+    .await;
+    assert!(served_serial(&e, &p, "during.test").await.is_ok());
+}
+
+fn unix(rfc3339: &str) -> i64 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp()
+}
