@@ -319,3 +319,45 @@ pub fn csr(
     req.sign(&key, MessageDigest::sha256())?;
     Ok((key, req.build().to_der()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, retry_after: Option<&str>) -> BytesResponse {
+        let mut b = http::Response::builder().status(status);
+        if let Some(v) = retry_after {
+            b = b.header(http::header::RETRY_AFTER, v);
+        }
+        BytesResponse::from(b.body(http_body_util::Full::new(Bytes::new())).unwrap())
+    }
+
+    #[test]
+    fn keeps_retry_after_of_rate_limits_and_unavailability() {
+        let http = CaHttp::new(None).unwrap();
+        http.record(&response(200, Some("120")));
+        assert!(http.retry_after().is_none(), "only 429 and 503 count");
+        http.record(&response(429, Some("120")));
+        let wait = http.retry_after().unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(wait > Duration::from_secs(110) && wait <= Duration::from_secs(120), "{wait:?}");
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+        http.record(&response(503, Some(&later)));
+        let wait = http.retry_after().unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(wait > Duration::from_secs(3500), "{wait:?}");
+        http.record(&response(503, Some("garbage")));
+        assert!(http.retry_after().is_some(), "an unreadable header changes nothing");
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(10));
+        http.record(&response(429, Some(&past)));
+        assert!(http.retry_after().is_none(), "a past time is no reason to wait");
+    }
+
+    #[test]
+    fn csr_names_the_host_for_both_key_types() {
+        for kt in [super::super::KeyType::EcdsaP256, super::super::KeyType::Rsa2048] {
+            let (_key, der) = csr("shop.test", kt).unwrap();
+            let req = openssl::x509::X509Req::from_der(&der).unwrap();
+            let cn = req.subject_name().entries().next().unwrap().data().to_string().unwrap();
+            assert_eq!(cn, "shop.test");
+        }
+    }
+}

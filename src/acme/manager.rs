@@ -204,10 +204,15 @@ impl Manager {
         Duration::from_secs((wake - now).clamp(1, 300) as u64)
     }
 
+    /// Postpone `host` until `at` (budget spent, CA asked to wait) and show it.
     fn set_next(&self, host: &str, at: i64) {
-        let mut tracks = self.tracks();
-        let t = tracks.entry(host.to_string()).or_default();
-        t.next_attempt = t.next_attempt.max(at);
+        let t = {
+            let mut tracks = self.tracks();
+            let t = tracks.entry(host.to_string()).or_default();
+            t.next_attempt = t.next_attempt.max(at);
+            t.clone()
+        };
+        self.publish_status(host, &t, unix_now() as i64);
     }
 
     /// Take one order from the persisted budget.
