@@ -294,7 +294,7 @@ impl Manager {
                     jitter_of(host),
                     retry_after,
                 );
-                t.last_error = Some(e.to_string());
+                t.last_error = Some(error_chain(&e));
                 log::warn!(
                     "order for {host} failed ({} in a row), next attempt {}: {e}",
                     t.failures,
@@ -361,6 +361,22 @@ impl Manager {
             .acme_status
             .insert(host.to_string(), status);
     }
+}
+
+/// An error with its causes (`client error (Connect): invalid peer certificate: UnknownIssuer`), so the
+/// operator sees why, not only that.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// Challenge tokens go through `Control` like any change: durable, then live on every listener.
