@@ -5,8 +5,9 @@
 use super::AcmeConfig;
 use bytes::Bytes;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
-    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeType, HttpClient, Identifier, NewAccount, NewOrder,
+    OrderStatus, RetryPolicy,
 };
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
@@ -16,6 +17,7 @@ use openssl::rsa::Rsa;
 use openssl::stack::Stack;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+use rustls_pki_types::Der;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -204,15 +206,52 @@ pub struct Issued {
     pub key_pem: String,
 }
 
-/// Run one order for `host` with HTTP-01 answered by edgeward itself.
+/// The ARI identifier of a certificate (RFC 9773 section 4.1): its AKI keyIdentifier and the DER
+/// content octets of its serial number.
+pub fn cert_id(leaf: &openssl::x509::X509Ref) -> Option<CertificateIdentifier<'static>> {
+    let aki = leaf.authority_key_id()?.as_slice().to_vec();
+    let mut serial = leaf.serial_number().to_bn().ok()?.to_vec();
+    if serial.first().is_some_and(|b| b & 0x80 != 0) {
+        serial.insert(0, 0); // positive INTEGER: a leading zero octet when the high bit is set
+    }
+    Some(
+        CertificateIdentifier::new(Der::from(aki.as_slice()), Der::from(serial.as_slice()))
+            .into_owned(),
+    )
+}
+
+/// The CA's suggested renewal window for a certificate (unix seconds) and when to ask again, or
+/// `Ok(None)` when the directory offers no ARI.
+pub async fn renewal_window(
+    account: &Account,
+    id: &CertificateIdentifier<'_>,
+) -> Result<Option<(i64, i64, Duration)>, instant_acme::Error> {
+    match account.renewal_info(id).await {
+        Ok((info, again)) => Ok(Some((
+            info.suggested_window.start.unix_timestamp(),
+            info.suggested_window.end.unix_timestamp(),
+            again,
+        ))),
+        Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Run one order for `host` with HTTP-01 answered by edgeward itself; `replaces` names the certificate
+/// being renewed when the CA offers ARI.
 pub async fn issue(
     account: &Account,
     cfg: &AcmeConfig,
     host: &str,
+    replaces: Option<CertificateIdentifier<'static>>,
     responder: &dyn Responder,
 ) -> Result<Issued, OrderError> {
     let ids = [Identifier::Dns(host.to_string())];
-    let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+    let mut new_order = NewOrder::new(&ids);
+    if let Some(id) = replaces {
+        new_order = new_order.replaces(id);
+    }
+    let mut order = account.new_order(&new_order).await?;
     let mut tokens = Vec::new();
     let result = async {
         let mut authzs = order.authorizations();
@@ -338,25 +377,68 @@ mod tests {
         http.record(&response(200, Some("120")));
         assert!(http.retry_after().is_none(), "only 429 and 503 count");
         http.record(&response(429, Some("120")));
-        let wait = http.retry_after().unwrap().duration_since(SystemTime::now()).unwrap();
-        assert!(wait > Duration::from_secs(110) && wait <= Duration::from_secs(120), "{wait:?}");
+        let wait = http
+            .retry_after()
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(
+            wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
         http.record(&response(503, Some(&later)));
-        let wait = http.retry_after().unwrap().duration_since(SystemTime::now()).unwrap();
+        let wait = http
+            .retry_after()
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
         assert!(wait > Duration::from_secs(3500), "{wait:?}");
         http.record(&response(503, Some("garbage")));
-        assert!(http.retry_after().is_some(), "an unreadable header changes nothing");
+        assert!(
+            http.retry_after().is_some(),
+            "an unreadable header changes nothing"
+        );
         let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(10));
         http.record(&response(429, Some(&past)));
-        assert!(http.retry_after().is_none(), "a past time is no reason to wait");
+        assert!(
+            http.retry_after().is_none(),
+            "a past time is no reason to wait"
+        );
+    }
+
+    #[test]
+    fn ari_identifier_matches_rfc_9773_example() {
+        // RFC 9773 section 4.1: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4,
+        // serial 00:87:65:43:21 -> "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE".
+        let id = CertificateIdentifier::new(
+            Der::from(
+                &[
+                    0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B,
+                    0xA0, 0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
+                ][..],
+            ),
+            Der::from(&[0x00, 0x87, 0x65, 0x43, 0x21][..]),
+        );
+        assert_eq!(id.to_string(), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
     }
 
     #[test]
     fn csr_names_the_host_for_both_key_types() {
-        for kt in [super::super::KeyType::EcdsaP256, super::super::KeyType::Rsa2048] {
+        for kt in [
+            super::super::KeyType::EcdsaP256,
+            super::super::KeyType::Rsa2048,
+        ] {
             let (_key, der) = csr("shop.test", kt).unwrap();
             let req = openssl::x509::X509Req::from_der(&der).unwrap();
-            let cn = req.subject_name().entries().next().unwrap().data().to_string().unwrap();
+            let cn = req
+                .subject_name()
+                .entries()
+                .next()
+                .unwrap()
+                .data()
+                .to_string()
+                .unwrap();
             assert_eq!(cn, "shop.test");
         }
     }

@@ -25,6 +25,15 @@ use tokio::sync::Semaphore;
 /// How long an HTTP-01 token stays registered if an order dies without removing it.
 const TOKEN_TTL: u64 = 3600;
 
+/// The CA's renewal window for one certificate (ARI), and when to ask again.
+#[derive(Debug, Clone)]
+struct AriWindow {
+    serial: String,
+    start: i64,
+    end: i64,
+    refetch_at: i64,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Track {
     failures: u32,
@@ -41,6 +50,10 @@ pub struct Manager {
     account: tokio::sync::Mutex<Option<Arc<Account>>>,
     tracks: Mutex<HashMap<String, Track>>,
     slots: Arc<Semaphore>,
+    /// ARI windows by host; `ari_offered` becomes false once the directory says it has no ARI.
+    ari: Mutex<HashMap<String, AriWindow>>,
+    ari_offered: std::sync::atomic::AtomicBool,
+    ari_fetching: Arc<Semaphore>,
 }
 
 impl Manager {
@@ -54,6 +67,9 @@ impl Manager {
             account: Default::default(),
             tracks: Mutex::default(),
             slots,
+            ari: Mutex::default(),
+            ari_offered: std::sync::atomic::AtomicBool::new(true),
+            ari_fetching: Arc::new(Semaphore::new(2)),
         }))
     }
 
@@ -131,14 +147,7 @@ impl Manager {
         let mut expiring = 0;
         for host in auto {
             let bundle = self.control.certificate(&host);
-            let renew = bundle.as_ref().map(|b| {
-                renew_at(
-                    b.not_before,
-                    b.not_after,
-                    self.cfg.renew_before_fraction,
-                    jitter_of(&host),
-                )
-            });
+            let renew = bundle.as_ref().map(|b| self.renew_time(&host, b, now));
             if bundle
                 .as_ref()
                 .is_some_and(|b| b.not_after - now < 7 * 86_400)
@@ -188,8 +197,12 @@ impl Manager {
             self.publish_status(&host, &self.tracks()[&host].clone(), now);
             let me = self.clone();
             let renewal = bundle.is_some();
+            let replaces = bundle
+                .as_ref()
+                .filter(|_| self.ari_offered())
+                .and_then(|b| client::cert_id(&b.leaf));
             tokio::spawn(async move {
-                me.run_order(&host, renewal).await;
+                me.run_order(&host, renewal, replaces).await;
                 drop(permit);
                 me.control.wake_watchers();
             });
@@ -242,13 +255,102 @@ impl Manager {
             .retain(|h, _| keep.contains(h.as_str()));
     }
 
-    async fn run_order(self: &Arc<Self>, host: &str, renewal: bool) {
+    fn ari_offered(&self) -> bool {
+        self.ari_offered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ari_window(&self, host: &str, serial: &str) -> Option<AriWindow> {
+        self.ari
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .filter(|w| w.serial == serial)
+            .cloned()
+    }
+
+    /// When to renew `b`: inside the CA's ARI window when it offers one (fetched in the background and
+    /// refreshed when the CA says), else when `renew_before_fraction` of the lifetime remains.
+    fn renew_time(self: &Arc<Self>, host: &str, b: &crate::tls::CertBundle, now: i64) -> i64 {
+        let by_fraction = renew_at(
+            b.not_before,
+            b.not_after,
+            self.cfg.renew_before_fraction,
+            jitter_of(host),
+        );
+        if !self.ari_offered() {
+            return by_fraction;
+        }
+        let window = self.ari_window(host, &b.serial);
+        if window.as_ref().is_none_or(|w| w.refetch_at <= now) {
+            if let (Some(id), Ok(permit)) = (
+                client::cert_id(&b.leaf),
+                self.ari_fetching.clone().try_acquire_owned(),
+            ) {
+                let (me, host, serial) = (self.clone(), host.to_string(), b.serial.clone());
+                tokio::spawn(async move {
+                    me.fetch_window(&host, serial, id).await;
+                    drop(permit);
+                });
+            }
+        }
+        match window {
+            Some(w) => super::schedule::ari_renew_at(w.start, w.end, jitter_of(host)),
+            None => by_fraction,
+        }
+    }
+
+    async fn fetch_window(
+        &self,
+        host: &str,
+        serial: String,
+        id: instant_acme::CertificateIdentifier<'static>,
+    ) {
+        let now = unix_now() as i64;
+        let result = match self.account().await {
+            Ok(account) => client::renewal_window(&account, &id)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let window = match result {
+            Ok(Some((start, end, again))) => AriWindow {
+                serial,
+                start,
+                end,
+                refetch_at: now + (again.as_secs() as i64).clamp(60, 86_400),
+            },
+            Ok(None) => {
+                log::info!(
+                    "the ACME directory offers no renewal information (ARI); renewing by lifetime"
+                );
+                self.ari_offered
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                log::debug!("renewal information for {host} unavailable, asking again later: {e}");
+                return;
+            }
+        };
+        self.ari
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), window);
+        self.control.wake_watchers();
+    }
+
+    async fn run_order(
+        self: &Arc<Self>,
+        host: &str,
+        renewal: bool,
+        replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+    ) {
         let responder = ControlResponder {
             control: self.control.clone(),
         };
         let result = async {
             let account = self.account().await?;
-            client::issue(&account, &self.cfg, host, &responder).await
+            client::issue(&account, &self.cfg, host, replaces, &responder).await
         }
         .await;
         if let Err(e) = &result {
@@ -346,12 +448,15 @@ impl Manager {
             state,
             not_after: valid.map(|b| rfc3339(b.not_after)),
             renew_at: valid.map(|b| {
-                rfc3339(renew_at(
-                    b.not_before,
-                    b.not_after,
-                    self.cfg.renew_before_fraction,
-                    jitter_of(host),
-                ))
+                rfc3339(match self.ari_window(host, &b.serial) {
+                    Some(w) => super::schedule::ari_renew_at(w.start, w.end, jitter_of(host)),
+                    None => renew_at(
+                        b.not_before,
+                        b.not_after,
+                        self.cfg.renew_before_fraction,
+                        jitter_of(host),
+                    ),
+                })
             }),
             last_error: t.last_error.clone(),
             next_attempt: (t.failures > 0 || t.next_attempt > now).then(|| rfc3339(t.next_attempt)),

@@ -226,12 +226,14 @@ async fn the_order_budget_is_enforced_and_survives_a_restart() {
     let up = Upstream::start("up").await;
     let budget = format!("{RETRY}    max_orders_per_window: 1\n    order_window_seconds: 3600\n");
     let (mut e, _p) = pair(None, &budget).await;
-    e.put_domain("first.test", &[up.addr], r#", "tls": "auto""#).await;
+    e.put_domain("first.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
     eventually("the first certificate", || async {
         (cert_state(&e, "first.test").await["state"] == "valid").then_some(())
     })
     .await;
-    e.put_domain("second.test", &[up.addr], r#", "tls": "auto""#).await;
+    e.put_domain("second.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
     let wait_for_budget = || async {
         let s = cert_state(&e, "second.test").await;
         let next = s["next_attempt"].as_str().map(unix)?;
@@ -239,7 +241,10 @@ async fn the_order_budget_is_enforced_and_survives_a_restart() {
         (s["state"] == "pending" && next > now + 3000).then_some(())
     };
     eventually("the second order to wait for the budget", wait_for_budget).await;
-    assert!(e.metrics().await.contains("edgeward_acme_order_budget_left 0"));
+    assert!(e
+        .metrics()
+        .await
+        .contains("edgeward_acme_order_budget_left 0"));
     e.restart().await;
     eventually("the budget to still be spent after a restart", || async {
         let s = cert_state(&e, "second.test").await;
@@ -248,24 +253,36 @@ async fn the_order_budget_is_enforced_and_survives_a_restart() {
         (next > now + 3000).then_some(())
     })
     .await;
-    assert!(e.metrics().await.contains("edgeward_acme_orders_total{result=\"ok\"} 0"));
+    assert!(e
+        .metrics()
+        .await
+        .contains("edgeward_acme_orders_total{result=\"ok\"} 0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_off_auto_abandons_and_never_renews() {
     let up = Upstream::start("up").await;
     let (e, _p) = pair(None, RETRY).await;
-    e.put_domain("fickle.test", &[up.addr], r#", "tls": "auto""#).await;
-    e.put_domain("fickle.test", &[up.addr], r#", "tls": "manual""#).await;
-    e.put_domain("steady.test", &[up.addr], r#", "tls": "auto""#).await;
+    e.put_domain("fickle.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    e.put_domain("fickle.test", &[up.addr], r#", "tls": "manual""#)
+        .await;
+    e.put_domain("steady.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
     eventually("the steady domain's certificate", || async {
         (cert_state(&e, "steady.test").await["state"] == "valid").then_some(())
     })
     .await;
     // Any order for the switched-off domain has ended by now (steady.test's went through the same CA).
     let metrics = e.metrics().await;
-    assert!(metrics.contains("edgeward_acme_orders_total{result=\"failed\"} 0"), "{metrics}");
-    assert_eq!(e.api("GET", "/v1/certificates/fickle.test", None).await.0, 404);
+    assert!(
+        metrics.contains("edgeward_acme_orders_total{result=\"failed\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(
+        e.api("GET", "/v1/certificates/fickle.test", None).await.0,
+        404
+    );
     let (_, d) = e.api("GET", "/v1/domains/fickle.test", None).await;
     assert!(d.get("certificate").is_none(), "{d}");
 }
