@@ -180,6 +180,8 @@ pub enum OrderError {
     Abandoned,
     #[error("{0}")]
     Local(String),
+    #[error("the order did not finish within {0} s (the CA stopped answering)")]
+    TimedOut(u64),
 }
 
 impl OrderError {
@@ -196,6 +198,7 @@ impl OrderError {
             OrderError::Invalid { kind, .. } => kind.clone(),
             OrderError::Abandoned => "abandoned".into(),
             OrderError::Local(_) => "local".into(),
+            OrderError::TimedOut(_) => "timeout".into(),
         }
     }
 }

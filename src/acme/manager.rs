@@ -348,11 +348,16 @@ impl Manager {
         let responder = ControlResponder {
             control: self.control.clone(),
         };
-        let result = async {
+        // A CA that stops answering must not hold a slot forever: bound the whole order.
+        let limit = Duration::from_secs(self.cfg.order_timeout_seconds.saturating_mul(2));
+        let order = async {
             let account = self.account().await?;
             client::issue(&account, &self.cfg, host, replaces, &responder).await
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout(limit, order).await {
+            Ok(r) => r,
+            Err(_) => Err(OrderError::TimedOut(limit.as_secs())),
+        };
         if let Err(e) = &result {
             if e.kind() == "accountDoesNotExist" {
                 self.forget_account().await;
