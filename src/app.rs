@@ -18,11 +18,42 @@ use pingora_core::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What `prepare` opened: the control plane and, in fleet mode, the etcd store to watch.
+pub struct Prepared {
+    pub control: Arc<Control>,
+    pub etcd: Option<crate::store::etcd::EtcdStore>,
+}
+
+/// The runtime that owns the etcd client's connections for the life of the process (the client's
+/// channel tasks must outlive start-up, and Pingora gives each service its own runtime).
+fn etcd_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for etcd")
+    })
+}
+
 /// Open the store, load it and apply the seed list: everything `-t` checks and `run` needs.
-pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
-    let store = DirStore::open(&config.state_dir)
-        .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    let (store, etcd): (Arc<dyn Store>, _) = match &config.etcd {
+        Some(cfg) => {
+            let s = etcd_runtime()
+                .block_on(crate::store::etcd::EtcdStore::connect(cfg))
+                .with_context(|| format!("connecting to etcd at {:?}", cfg.endpoints))?;
+            (Arc::new(s.clone()), Some(s))
+        }
+        None => {
+            let s = DirStore::open(&config.state_dir).with_context(|| {
+                format!("opening state directory {}", config.state_dir.display())
+            })?;
+            (Arc::new(s), None)
+        }
+    };
     let control = Arc::new(Control::new(
         store.clone(),
         Pools::new(config.connect_timeout),
@@ -31,10 +62,16 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
         .state
         .certs
         .set_default(config.default_certificate.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the start-up runtime")?;
+    let start_up;
+    let rt = if etcd.is_some() {
+        etcd_runtime()
+    } else {
+        start_up = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the start-up runtime")?;
+        &start_up
+    };
     rt.block_on(async {
         let started = std::time::Instant::now();
         let snap = store.load().await?;
@@ -68,7 +105,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Arc<Control>> {
         anyhow::Ok(())
     })?;
     release_freed_memory();
-    Ok(control)
+    Ok(Prepared { control, etcd })
 }
 
 /// Start-up read every state file into memory before parsing it; hand that transient heap back to
@@ -82,7 +119,11 @@ fn release_freed_memory() {
 }
 
 /// Build the server with every service; the caller runs it.
-pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<Server> {
+pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Server> {
+    let Prepared { control, etcd } = prepared;
+    if etcd.is_some() && opt.daemon {
+        anyhow::bail!("-d with edgeward.state.etcd is not supported: run edgeward in the foreground (systemd)");
+    }
     let (token, created) =
         auth::resolve(config.admin_token_file.as_deref()).map_err(anyhow::Error::msg)?;
     if created {
@@ -159,6 +200,15 @@ pub fn build(config: Config, opt: Opt, control: Arc<Control>) -> anyhow::Result<
         server.add_service(background_service(
             "acme manager",
             crate::acme::manager::ManagerService(manager),
+        ));
+    }
+    if let Some(store) = etcd {
+        server.add_service(background_service(
+            "fleet watch",
+            crate::store::fleet::FleetWatch {
+                store,
+                control: control.clone(),
+            },
         ));
     }
     let health = control.pools().health_service(config.health_check_interval);

@@ -133,33 +133,101 @@ impl Control {
             .any(|c| matches!(c, Change::PutDomain(d) if d.tls == crate::domain::TlsMode::Auto));
         for c in changes {
             metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
-            match c {
-                Change::PutDomain(d) => self.put_route(&d),
-                Change::DeleteDomain { host } => {
-                    self.state.routes.remove(&host);
-                }
-                Change::PutChallenge(ch) => self.put_challenge(ch),
-                Change::DeleteChallenge { token } => {
-                    self.state.challenges.remove(&token);
-                }
-                Change::PutCertificate(rec) => match tls::bundle::parse(&rec, 0, false) {
-                    Ok(b) => self.state.certs.publish(Arc::new(b)),
-                    Err(e) => {
-                        log::error!("stored certificate for {} does not parse: {e}", rec.host)
-                    }
-                },
-                Change::DeleteCertificate { host } => {
-                    self.state.certs.remove(&host);
-                }
-                Change::PutAcmeAccount(a) => self.acme_stored_mut().account = Some(a),
-                Change::PutAcmeBudget(b) => self.acme_stored_mut().budget = b,
-            }
+            self.apply_memory(c);
         }
         self.update_gauges();
         if wake {
             self.wake_watchers();
         }
         Ok(())
+    }
+
+    /// A change another node made, seen through the fleet store's watch: memory only.
+    pub fn apply_remote(&self, c: Change) {
+        let wake = matches!(&c, Change::PutDomain(d) if d.tls == crate::domain::TlsMode::Auto);
+        self.apply_memory(c);
+        self.update_gauges();
+        if wake {
+            self.wake_watchers();
+        }
+    }
+
+    /// Make memory equal to `snap` (after a lost or compacted watch): apply what differs, drop what is
+    /// gone. Unchanged entries are left alone, so nothing stops being served meanwhile.
+    pub fn resync(&self, snap: Snapshot) {
+        let now = unix_now();
+        let hosts: std::collections::HashSet<String> =
+            snap.domains.iter().map(|d| d.host.clone()).collect();
+        for d in snap.domains {
+            if self.domain(&d.host).as_ref() != Some(&d) {
+                self.put_route(&d);
+            }
+        }
+        for d in self.domains() {
+            if !hosts.contains(&d.host) {
+                self.state.routes.remove(&d.host);
+            }
+        }
+        let tokens: std::collections::HashSet<String> =
+            snap.challenges.iter().map(|c| c.token.clone()).collect();
+        for c in snap.challenges.into_iter().filter(|c| c.expires_at > now) {
+            self.put_challenge(c);
+        }
+        for t in self.state.challenges.expired(u64::MAX) {
+            if !tokens.contains(&t) {
+                self.state.challenges.remove(&t);
+            }
+        }
+        let certs: std::collections::HashSet<String> =
+            snap.certificates.iter().map(|c| c.host.clone()).collect();
+        for rec in snap.certificates {
+            self.apply_memory(Change::PutCertificate(rec));
+        }
+        for b in self.certificates() {
+            if !certs.contains(&b.host) {
+                self.state.certs.remove(&b.host);
+            }
+        }
+        *self.acme_stored_mut() = AcmeStored {
+            account: snap.acme_account,
+            budget: snap.acme_budget.unwrap_or_default(),
+        };
+        self.update_gauges();
+        self.wake_watchers();
+    }
+
+    fn apply_memory(&self, c: Change) {
+        match c {
+            Change::PutDomain(d) => self.put_route(&d),
+            Change::DeleteDomain { host } => {
+                self.state.routes.remove(&host);
+            }
+            Change::PutChallenge(ch) => self.put_challenge(ch),
+            Change::DeleteChallenge { token } => {
+                self.state.challenges.remove(&token);
+            }
+            Change::PutCertificate(rec) => {
+                let same = self
+                    .state
+                    .certs
+                    .get(&rec.host)
+                    .and_then(|b| record_of(&b))
+                    .is_some_and(|r| r == rec);
+                if !same {
+                    match tls::bundle::parse(&rec, 0, false) {
+                        Ok(b) => self.state.certs.publish(Arc::new(b)),
+                        Err(e) => {
+                            log::error!("stored certificate for {} does not parse: {e}", rec.host)
+                        }
+                    }
+                }
+            }
+            Change::DeleteCertificate { host } => {
+                self.state.certs.remove(&host);
+            }
+            Change::PutAcmeAccount(a) => self.acme_stored_mut().account = Some(a),
+            Change::PutAcmeBudget(b) => self.acme_stored_mut().budget = b,
+        }
     }
 
     /// What the ACME manager waits on.

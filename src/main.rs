@@ -148,12 +148,12 @@ fn run_server(
 ) -> anyhow::Result<()> {
     let path = conf.ok_or_else(|| anyhow::anyhow!("no configuration file: pass -c FILE"))?;
     let config = config::load(&path)?;
-    let control = app::prepare(&config)?;
+    let prepared = app::prepare(&config)?;
     if test {
         println!(
             "{}: configuration OK, state OK ({} domains)",
             path.display(),
-            control.domains().len()
+            prepared.control.domains().len()
         );
         return Ok(());
     }
@@ -162,7 +162,7 @@ fn run_server(
         daemon,
         ..Default::default()
     };
-    let server = app::build(config, opt, control)?;
+    let server = app::build(config, opt, prepared)?;
     server.run_forever()
 }
 

@@ -56,6 +56,7 @@ pub struct Config {
     pub health_check_interval: Duration,
     pub policy: DomainPolicy,
     pub acme: Option<crate::acme::AcmeConfig>,
+    pub etcd: Option<crate::store::etcd::EtcdConfig>,
 }
 
 /// Read, parse and validate `path`.
@@ -200,6 +201,46 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             "must be above 0".into(),
         ));
     }
+    let etcd = match &f.state.etcd {
+        Some(x) => {
+            if x.endpoints.is_empty() {
+                return Err(e(
+                    "edgeward.state.etcd.endpoints".into(),
+                    "needs at least one endpoint".into(),
+                ));
+            }
+            for (i, ep) in x.endpoints.iter().enumerate() {
+                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                    return Err(e(
+                        format!("edgeward.state.etcd.endpoints[{i}]"),
+                        format!("`{ep}` must be an http:// or https:// URL"),
+                    ));
+                }
+            }
+            if !x.prefix.starts_with('/') || x.prefix.len() < 2 {
+                return Err(e(
+                    "edgeward.state.etcd.prefix".into(),
+                    "must start with `/` and name something".into(),
+                ));
+            }
+            let user = match (&x.user, &x.password) {
+                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                (None, None) => None,
+                _ => {
+                    return Err(e(
+                        "edgeward.state.etcd.user".into(),
+                        "user and password go together".into(),
+                    ))
+                }
+            };
+            Some(crate::store::etcd::EtcdConfig {
+                endpoints: x.endpoints.clone(),
+                prefix: x.prefix.clone(),
+                user,
+            })
+        }
+        None => None,
+    };
     let acme = match &f.acme {
         Some(a) => Some(validate_acme(a).map_err(|(k, m)| e(k, m))?),
         None => None,
@@ -241,6 +282,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         health_check_interval: Duration::from_secs(f.upstreams.health_check_interval_seconds),
         policy,
         acme,
+        etcd,
     })
 }
 

@@ -159,12 +159,32 @@ impl Default for AdminFile {
 pub struct StateFile {
     #[serde(default = "default_state_dir")]
     pub dir: String,
+    /// A fleet's shared store instead of the directory.
+    #[serde(default)]
+    pub etcd: Option<EtcdFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdFile {
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn default_etcd_prefix() -> String {
+    "/edgeward".into()
 }
 
 impl Default for StateFile {
     fn default() -> Self {
         StateFile {
             dir: default_state_dir(),
+            etcd: None,
         }
     }
 }

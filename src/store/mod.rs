@@ -2,6 +2,8 @@
 //! loads a `Snapshot` from it. The state directory is the default backend; etcd comes later for fleets.
 
 mod dir;
+pub mod etcd;
+pub mod fleet;
 
 pub use dir::DirStore;
 

@@ -106,6 +106,8 @@ pub struct Edgeward {
     pub https: u16,
     pub admin: u16,
     pub extra: String,
+    /// Appended under `edgeward.state` (e.g. an `etcd:` block).
+    pub state_extra: String,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -143,6 +145,7 @@ impl Edgeward {
             https: free_port(),
             admin: free_port(),
             extra: extra.to_string(),
+            state_extra: String::new(),
             child: None,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -161,13 +164,14 @@ impl Edgeward {
              grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n\
              edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n  https: [\"127.0.0.1:{https}\"]\n\
              \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
-             \x20 state:\n    dir: \"{dir}/state\"\n  upstreams:\n    health_check_interval_seconds: 1\n{extra}",
+             \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n{extra}",
             dir = self.dir.display(),
             http = self.http,
             raw = self.http_raw,
             https = self.https,
             admin = self.admin,
             extra = self.extra,
+            state_extra = self.state_extra,
         );
         std::fs::write(self.config_path(), yaml).unwrap();
     }

@@ -5,6 +5,7 @@ mod admin;
 mod certs;
 mod challenges;
 mod cli;
+mod fleet;
 mod harness;
 mod pebble;
 mod restart;

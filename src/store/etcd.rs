@@ -1,0 +1,202 @@
+//! etcd backend for a fleet of edge nodes: every domain, challenge, certificate and ACME record is a key
+//! under one prefix. A batch is one etcd transaction (in chunks of `MAX_TXN_OPS`, etcd's default limit).
+//! `decode` maps a key/value (or a delete event) back to a `Change`, for start-up and for the watch.
+
+use super::{Change, Snapshot, Store, StoreError};
+use crate::challenges::Challenge;
+use crate::domain::Domain;
+use crate::tls::CertRecord;
+use async_trait::async_trait;
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// etcd's default `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// `edgeward.state.etcd`.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub user: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: Arc<str>,
+    /// The revision of the last snapshot: the watch starts after it.
+    revision: Arc<AtomicI64>,
+}
+
+fn unavailable(e: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(format!("etcd: {e}"))
+}
+
+impl EtcdStore {
+    pub async fn connect(cfg: &EtcdConfig) -> Result<Self, StoreError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some((u, p)) = &cfg.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        let client = Client::connect(&cfg.endpoints, Some(opts))
+            .await
+            .map_err(unavailable)?;
+        Ok(EtcdStore {
+            client,
+            prefix: cfg.prefix.trim_end_matches('/').into(),
+            revision: Arc::default(),
+        })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    pub fn snapshot_revision(&self) -> i64 {
+        self.revision.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}/{kind}/{name}", self.prefix)
+    }
+
+    /// The etcd operation for a change.
+    fn op(&self, c: &Change) -> TxnOp {
+        let json = |v: serde_json::Result<Vec<u8>>| v.expect("state objects always serialize");
+        match c {
+            Change::PutDomain(d) => TxnOp::put(
+                self.key("domains", &d.host),
+                json(serde_json::to_vec(d)),
+                None,
+            ),
+            Change::DeleteDomain { host } => TxnOp::delete(self.key("domains", host), None),
+            Change::PutChallenge(ch) => TxnOp::put(
+                self.key("challenges", &ch.token),
+                json(serde_json::to_vec(ch)),
+                None,
+            ),
+            Change::DeleteChallenge { token } => TxnOp::delete(self.key("challenges", token), None),
+            Change::PutCertificate(r) => TxnOp::put(
+                self.key("certs", &r.host),
+                json(serde_json::to_vec(r)),
+                None,
+            ),
+            Change::DeleteCertificate { host } => TxnOp::delete(self.key("certs", host), None),
+            Change::PutAcmeAccount(a) => TxnOp::put(
+                self.key("acme", "account"),
+                json(serde_json::to_vec(a)),
+                None,
+            ),
+            Change::PutAcmeBudget(b) => TxnOp::put(
+                self.key("acme", "budget"),
+                json(serde_json::to_vec(b)),
+                None,
+            ),
+        }
+    }
+
+    /// A stored key (and its value, `None` for a delete event) as the change it represents.
+    pub fn decode(&self, key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, StoreError> {
+        let key = String::from_utf8_lossy(key);
+        let corrupt = |m: String| StoreError::Corrupt {
+            path: format!("etcd key {key}").into(),
+            message: m,
+        };
+        let Some(rest) = key
+            .strip_prefix(&*self.prefix)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return Ok(None);
+        };
+        let Some((kind, name)) = rest.split_once('/') else {
+            return Ok(None);
+        };
+        let parse = |v: &[u8]| -> Result<Change, StoreError> {
+            let change = match kind {
+                "domains" => Change::PutDomain(
+                    serde_json::from_slice::<Domain>(v).map_err(|e| corrupt(e.to_string()))?,
+                ),
+                "challenges" => Change::PutChallenge(
+                    serde_json::from_slice::<Challenge>(v).map_err(|e| corrupt(e.to_string()))?,
+                ),
+                "certs" => Change::PutCertificate(
+                    serde_json::from_slice::<CertRecord>(v).map_err(|e| corrupt(e.to_string()))?,
+                ),
+                "acme" if name == "account" => Change::PutAcmeAccount(
+                    serde_json::from_slice(v).map_err(|e| corrupt(e.to_string()))?,
+                ),
+                "acme" if name == "budget" => Change::PutAcmeBudget(
+                    serde_json::from_slice(v).map_err(|e| corrupt(e.to_string()))?,
+                ),
+                _ => return Err(corrupt("unknown key".into())),
+            };
+            Ok(change)
+        };
+        let change = match value {
+            Some(v) => parse(v)?,
+            None => match kind {
+                "domains" => Change::DeleteDomain { host: name.into() },
+                "challenges" => Change::DeleteChallenge { token: name.into() },
+                "certs" => Change::DeleteCertificate { host: name.into() },
+                _ => return Ok(None),
+            },
+        };
+        // The object must belong under its key.
+        let matches = match &change {
+            Change::PutDomain(d) => d.host == name,
+            Change::PutChallenge(c) => c.token == name,
+            Change::PutCertificate(r) => r.host == name,
+            _ => true,
+        };
+        if !matches {
+            return Err(corrupt("the object does not match its key".into()));
+        }
+        Ok(Some(change))
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(self.prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let mut snap = Snapshot::default();
+        for item in resp.kvs() {
+            match self.decode(item.key(), Some(item.value()))? {
+                Some(Change::PutDomain(d)) => snap.domains.push(d),
+                Some(Change::PutChallenge(c)) => snap.challenges.push(c),
+                Some(Change::PutCertificate(r)) => snap.certificates.push(r),
+                Some(Change::PutAcmeAccount(a)) => snap.acme_account = Some(a),
+                Some(Change::PutAcmeBudget(b)) => snap.acme_budget = Some(b),
+                _ => {}
+            }
+        }
+        let revision = resp.header().map_or(0, |h| h.revision());
+        self.revision.store(revision, Ordering::Relaxed);
+        Ok(snap)
+    }
+
+    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        for chunk in changes.chunks(MAX_TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk.iter().map(|c| self.op(c)).collect();
+            kv.txn(Txn::new().and_then(ops))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
