@@ -152,6 +152,9 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             tls,
             https_redirect_port: config.https_redirect_port,
             connect_timeout: config.connect_timeout,
+            read_through: etcd
+                .clone()
+                .map(|s| Arc::new(s) as Arc<dyn crate::challenges::ReadThrough>),
         };
         let name = format!(
             "edgeward {}{}",

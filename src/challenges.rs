@@ -107,6 +107,12 @@ fn valid_b64url(s: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Where a node looks for a token it does not hold (fleet mode).
+#[async_trait::async_trait]
+pub trait ReadThrough: Send + Sync {
+    async fn fetch(&self, token: &str) -> Option<Challenge>;
+}
+
 struct Entry {
     host: Box<str>,
     body: Bytes,

@@ -29,12 +29,49 @@ pub struct EdgeProxy {
     /// Port for `redirect_https` targets when the HTTPS listener is not on 443.
     pub https_redirect_port: Option<u16>,
     pub connect_timeout: Duration,
+    /// Fleet mode: where to look for a challenge token before answering 404.
+    pub read_through: Option<Arc<dyn crate::challenges::ReadThrough>>,
 }
 
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
     tried: Vec<SocketAddr>,
+}
+
+impl EdgeProxy {
+    fn is_challenge(&self, session: &Session) -> bool {
+        self.intercept_acme_challenges
+            && session
+                .req_header()
+                .uri
+                .path()
+                .starts_with(challenge::PREFIX)
+    }
+
+    /// Fleet mode: a token another node registered may not have reached this node's memory yet.
+    /// Only a readable request for a well-formed token goes to etcd; a hit is kept in memory.
+    async fn read_through(&self, session: &Session) -> Option<Bytes> {
+        let rt = self.read_through.as_ref()?;
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return None;
+        }
+        let token = &req.uri.path()[challenge::PREFIX.len()..];
+        if !crate::challenges::valid_token(token) {
+            return None;
+        }
+        let host = routing::request_host(session)
+            .map(normalize_request_host)?
+            .into_owned();
+        let c = rt.fetch(token).await?;
+        let now = unix_now();
+        if c.host != host || c.expires_at <= now {
+            return None;
+        }
+        self.state.challenges.insert(&c);
+        self.state.challenges.lookup(token, &host, now)
+    }
 }
 
 #[async_trait]
@@ -64,7 +101,6 @@ impl ProxyHttp for EdgeProxy {
                         Err((200, body))
                     }
                     challenge::Decision::NotFound => {
-                        metrics::CHALLENGE_MISSES.inc();
                         Err((404, Bytes::from_static(b"unknown challenge token\n")))
                     }
                     challenge::Decision::Proxy(route) => Ok(route),
@@ -97,6 +133,19 @@ impl ProxyHttp for EdgeProxy {
                 }
                 Err(reply) => (reply, req.method == http::Method::HEAD),
             }
+        };
+        let reply = match reply {
+            (404, body) if self.is_challenge(session) => match self.read_through(session).await {
+                Some(found) => {
+                    metrics::CHALLENGE_HITS.inc();
+                    (200, found)
+                }
+                None => {
+                    metrics::CHALLENGE_MISSES.inc();
+                    (404, body)
+                }
+            },
+            other => other,
         };
         respond(session, reply.0, reply.1, head).await?;
         Ok(true)

@@ -7,7 +7,7 @@ use crate::challenges::Challenge;
 use crate::domain::Domain;
 use crate::tls::CertRecord;
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,8 +70,8 @@ impl EtcdStore {
         format!("{}/{kind}/{name}", self.prefix)
     }
 
-    /// The etcd operation for a change.
-    fn op(&self, c: &Change) -> TxnOp {
+    /// The etcd operation for a change; challenges carry a lease so etcd drops them at expiry.
+    fn op(&self, c: &Change, lease: Option<i64>) -> TxnOp {
         let json = |v: serde_json::Result<Vec<u8>>| v.expect("state objects always serialize");
         match c {
             Change::PutDomain(d) => TxnOp::put(
@@ -83,7 +83,7 @@ impl EtcdStore {
             Change::PutChallenge(ch) => TxnOp::put(
                 self.key("challenges", &ch.token),
                 json(serde_json::to_vec(ch)),
-                None,
+                lease.map(|id| PutOptions::new().with_lease(id)),
             ),
             Change::DeleteChallenge { token } => TxnOp::delete(self.key("challenges", token), None),
             Change::PutCertificate(r) => TxnOp::put(
@@ -191,12 +191,39 @@ impl Store for EtcdStore {
 
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         let mut kv = self.client.kv_client();
+        let mut leases = self.client.lease_client();
+        let now = crate::control::unix_now();
         for chunk in changes.chunks(MAX_TXN_OPS) {
-            let ops: Vec<TxnOp> = chunk.iter().map(|c| self.op(c)).collect();
+            let mut ops = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                let lease = match c {
+                    Change::PutChallenge(ch) => {
+                        let ttl = ch.expires_at.saturating_sub(now).max(1) as i64;
+                        Some(leases.grant(ttl, None).await.map_err(unavailable)?.id())
+                    }
+                    _ => None,
+                };
+                ops.push(self.op(c, lease));
+            }
             kv.txn(Txn::new().and_then(ops))
                 .await
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+}
+
+/// A challenge token this node has not seen (yet): ask etcd before answering 404, so a CA validation
+/// that lands on any node succeeds even if the watch has not delivered the token.
+#[async_trait]
+impl crate::challenges::ReadThrough for EtcdStore {
+    async fn fetch(&self, token: &str) -> Option<Challenge> {
+        let mut kv = self.client.kv_client();
+        let resp = kv.get(self.key("challenges", token), None).await.ok()?;
+        let item = resp.kvs().first()?;
+        match self.decode(item.key(), Some(item.value())) {
+            Ok(Some(Change::PutChallenge(c))) => Some(c),
+            _ => None,
+        }
     }
 }

@@ -4,12 +4,11 @@
 use crate::harness::{eventually, free_port, Edgeward, Upstream};
 use std::process::{Child, Command, Stdio};
 
-/// A single-member etcd on loopback.
+/// An etcd cluster of `n` members on loopback.
 pub struct Etcd {
-    pub client_port: u16,
-    peer_port: u16,
+    members: Vec<(u16, u16)>,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    children: Vec<Option<Child>>,
 }
 
 impl Drop for Etcd {
@@ -20,23 +19,40 @@ impl Drop for Etcd {
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Etcd::cluster(1).await
+    }
+
+    pub async fn cluster(n: usize) -> Etcd {
         let mut e = Etcd {
-            client_port: free_port(),
-            peer_port: free_port(),
+            members: (0..n).map(|_| (free_port(), free_port())).collect(),
             dir: tempfile::tempdir().unwrap(),
-            child: None,
+            children: (0..n).map(|_| None).collect(),
         };
-        e.spawn().await;
+        for i in 0..n {
+            e.spawn_member(i);
+        }
+        for i in 0..n {
+            e.wait_healthy(i).await;
+        }
         e
     }
 
-    async fn spawn(&mut self) {
-        let (c, p) = (self.client_port, self.peer_port);
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
-        self.child = Some(
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("n{i}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn_member(&mut self, i: usize) {
+        let (c, p) = self.members[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("etcd{i}.log"))).unwrap();
+        self.children[i] = Some(
             Command::new("etcd")
-                .args(["--name", "n1", "--data-dir"])
-                .arg(self.dir.path().join("data"))
+                .args(["--name", &format!("n{i}"), "--data-dir"])
+                .arg(self.dir.path().join(format!("data{i}")))
                 .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
                 .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
                 .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
@@ -44,13 +60,17 @@ impl Etcd {
                     "--initial-advertise-peer-urls",
                     &format!("http://127.0.0.1:{p}"),
                 ])
-                .args(["--initial-cluster", &format!("n1=http://127.0.0.1:{p}")])
+                .args(["--initial-cluster", &self.initial_cluster()])
+                .args(["--initial-cluster-token", "edgeward-test"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log))
                 .spawn()
                 .expect("etcd (Debian package etcd-server)"),
         );
-        let url = format!("http://127.0.0.1:{c}/health");
+    }
+
+    async fn wait_healthy(&self, i: usize) {
+        let url = format!("http://127.0.0.1:{}/health", self.members[i].0);
         eventually("etcd to be healthy", || async {
             let r = reqwest::get(&url).await.ok()?;
             r.text()
@@ -62,22 +82,38 @@ impl Etcd {
         .await;
     }
 
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
+    pub fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+    }
+
     pub async fn restart(&mut self) {
         self.stop();
-        self.spawn().await;
+        for i in 0..self.members.len() {
+            self.spawn_member(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i).await;
+        }
     }
 
     fn state_yaml(&self) -> String {
+        let eps: Vec<String> = self
+            .members
+            .iter()
+            .map(|(c, _)| format!("\"http://127.0.0.1:{c}\""))
+            .collect();
         format!(
-            "    etcd: {{endpoints: [\"http://127.0.0.1:{}\"], prefix: \"/edgeward-test\"}}\n",
-            self.client_port
+            "    etcd: {{endpoints: [{}], prefix: \"/edgeward-test\"}}\n",
+            eps.join(", ")
         )
     }
 }
@@ -168,6 +204,61 @@ async fn changes_on_one_node_reach_the_others_and_survive_an_etcd_outage() {
     for n in &nodes {
         eventually("after.test everywhere", || async {
             n.upstream_for("after.test").await
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_member_cluster_propagation_and_a_member_down() {
+    let up = Upstream::start("up").await;
+    let mut etcd = Etcd::cluster(3).await;
+    let nodes = [node(&etcd).await, node(&etcd).await, node(&etcd).await];
+    let body = format!("{{\"upstreams\": [\"{}\"]}}", up.addr);
+
+    // Propagation latency: a change on node 1 until node 2's admin API has it, over 1000 changes.
+    let mut lat = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let host = format!("p{i}.fleet.test");
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            nodes[0]
+                .api("PUT", &format!("/v1/domains/{host}"), Some(&body))
+                .await
+                .0,
+            200
+        );
+        let path = format!("/v1/domains/{host}");
+        eventually("propagation", || async {
+            (nodes[1].api("GET", &path, None).await.0 == 200).then_some(())
+        })
+        .await;
+        lat.push(t0.elapsed());
+    }
+    lat.sort();
+    let (p50, p99) = (lat[500], lat[990]);
+    eprintln!("fleet propagation over 1000 changes (debug build, write + watch + poll): p50 {p50:?}, p99 {p99:?}");
+    let (_, all) = nodes[2].api("GET", "/v1/domains", None).await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1000,
+        "node 3 has every change"
+    );
+
+    // One member down changes nothing: writes work and reach every node.
+    etcd.stop_member(0);
+    eventually("a write with a member down", || async {
+        (nodes[2]
+            .api("PUT", "/v1/domains/onedown.fleet.test", Some(&body))
+            .await
+            .0
+            == 200)
+            .then_some(())
+    })
+    .await;
+    for n in &nodes {
+        eventually("onedown everywhere", || async {
+            n.upstream_for("onedown.fleet.test").await
         })
         .await;
     }
