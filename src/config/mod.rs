@@ -245,8 +245,9 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         Some(a) => Some(validate_acme(a).map_err(|(k, m)| e(k, m))?),
         None => None,
     };
+    // In a fleet, `tls: "auto"` is accepted on every node: the nodes with an `acme` section issue.
     let policy = DomainPolicy {
-        acme_enabled: acme.is_some(),
+        acme_enabled: acme.is_some() || etcd.is_some(),
     };
     let mut seeds: Vec<Domain> = Vec::new();
     for (i, d) in f.domains.into_iter().enumerate() {

@@ -263,3 +263,42 @@ async fn three_member_cluster_propagation_and_a_member_down() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_by_one_node_is_validated_through_another_and_served_by_all() {
+    let up = Upstream::start("up").await;
+    let etcd = Etcd::start().await;
+    // Node B is the one Pebble's validation reaches; only node A runs the ACME manager.
+    let mut b = Edgeward::new("");
+    b.state_extra = etcd.state_yaml();
+    let pebble = crate::pebble::Pebble::start(b.http, None).await;
+    b.spawn().await;
+    let mut a = Edgeward::new(&pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n"));
+    a.state_extra = etcd.state_yaml();
+    a.spawn().await;
+    let c = node(&etcd).await;
+
+    b.put_domain("shared.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    let serial = eventually("node A to obtain the certificate", || async {
+        let (s, v) = c.api("GET", "/v1/certificates/shared.test", None).await;
+        (s == 200).then(|| v["serial"].as_str().unwrap().to_string())
+    })
+    .await;
+    let hits = b.metrics().await;
+    assert!(
+        !hits.contains("edgeward_acme_challenge_requests_total{result=\"hit\"} 0"),
+        "B answered: {hits}"
+    );
+    let root = pebble.issuing_root().await;
+    for n in [&a, &b, &c] {
+        let (port, root) = (n.https, root.clone());
+        let served = tokio::task::spawn_blocking(move || {
+            crate::certs::connect(port, Some("shared.test"), &root)
+                .map(|s| crate::certs::peer_serial(&s))
+        })
+        .await
+        .unwrap();
+        assert_eq!(served, Ok(serial.clone()));
+    }
+}
