@@ -41,6 +41,8 @@ pub enum ApplyError {
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the fleet lock was lost before the write: another node holds it now")]
+    Fenced,
 }
 
 pub struct Control {
@@ -228,6 +230,38 @@ impl Control {
             Change::PutAcmeAccount(a) => self.acme_stored_mut().account = Some(a),
             Change::PutAcmeBudget(b) => self.acme_stored_mut().budget = b,
         }
+    }
+
+    /// Take the fleet-wide lock on ordering `name`'s certificate (always granted on a single node).
+    pub async fn lock_order(
+        &self,
+        name: &str,
+        ttl: i64,
+    ) -> Result<Option<crate::store::OrderLock>, StoreError> {
+        self.store.lock_order(name, ttl).await
+    }
+
+    pub async fn unlock(&self, lock: crate::store::OrderLock) {
+        self.store.unlock(lock).await
+    }
+
+    /// `apply`, but written only while `lock` is still held (a node that lost it writes nothing).
+    pub async fn apply_fenced(
+        &self,
+        changes: Vec<Change>,
+        lock: &crate::store::OrderLock,
+    ) -> Result<(), ApplyError> {
+        let _writer = self.writer.lock().await;
+        self.check_and_undo(&changes)?;
+        if !self.store.apply_fenced(&changes, lock).await? {
+            return Err(ApplyError::Fenced);
+        }
+        for c in changes {
+            metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
+            self.apply_memory(c);
+        }
+        self.update_gauges();
+        Ok(())
     }
 
     /// What the ACME manager waits on.

@@ -175,9 +175,25 @@ impl Manager {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 continue; // a finishing order wakes the loop
             };
+            // One order per certificate fleet-wide: another node holding the lock is doing it, and
+            // its certificate will arrive through the store.
+            let lock = match self.control.lock_order(&host, self.lock_ttl()).await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    self.set_next(&host, now + 15);
+                    wake = wake.min(now + 15);
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("cannot take the order lock for {host}: {e}");
+                    wake = wake.min(now + 5);
+                    continue;
+                }
+            };
             match self.take_budget(now).await {
                 Ok(true) => {}
                 Ok(false) => {
+                    self.control.unlock(lock).await;
                     let free = self.control.acme_stored().budget.next_free(
                         now,
                         self.cfg.max_orders_per_window,
@@ -188,6 +204,7 @@ impl Manager {
                     continue;
                 }
                 Err(e) => {
+                    self.control.unlock(lock).await;
                     log::warn!("cannot persist the ACME order budget: {e}");
                     wake = wake.min(now + 5);
                     continue;
@@ -202,7 +219,8 @@ impl Manager {
                 .filter(|_| self.ari_offered())
                 .and_then(|b| client::cert_id(&b.leaf));
             tokio::spawn(async move {
-                me.run_order(&host, renewal, replaces).await;
+                me.run_order(&host, renewal, replaces, &lock).await;
+                me.control.unlock(lock).await;
                 drop(permit);
                 me.control.wake_watchers();
             });
@@ -253,6 +271,11 @@ impl Manager {
             .state
             .acme_status
             .retain(|h, _| keep.contains(h.as_str()));
+    }
+
+    /// How long the order lock outlives this node's last keep-alive.
+    fn lock_ttl(&self) -> i64 {
+        (self.cfg.order_timeout_seconds as i64).clamp(10, 300)
     }
 
     fn ari_offered(&self) -> bool {
@@ -344,6 +367,7 @@ impl Manager {
         host: &str,
         renewal: bool,
         replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+        lock: &crate::store::OrderLock,
     ) {
         let responder = ControlResponder {
             control: self.control.clone(),
@@ -365,7 +389,7 @@ impl Manager {
         }
         let now = unix_now() as i64;
         let outcome = match result {
-            Ok(issued) => self.publish(host, issued).await,
+            Ok(issued) => self.publish(host, issued, lock).await,
             Err(e) => Err(e),
         };
         let mut tracks = self.tracks();
@@ -415,7 +439,12 @@ impl Manager {
     }
 
     /// Store and serve a new certificate, unless the domain stopped wanting it meanwhile.
-    async fn publish(&self, host: &str, issued: Issued) -> Result<(), OrderError> {
+    async fn publish(
+        &self,
+        host: &str,
+        issued: Issued,
+        lock: &crate::store::OrderLock,
+    ) -> Result<(), OrderError> {
         let responder = ControlResponder {
             control: self.control.clone(),
         };
@@ -432,7 +461,7 @@ impl Manager {
             OrderError::Local(format!("the CA's certificate does not validate: {e}"))
         })?;
         self.control
-            .apply(vec![Change::PutCertificate(record)])
+            .apply_fenced(vec![Change::PutCertificate(record)], lock)
             .await
             .map_err(|e| OrderError::Local(format!("storing the certificate: {e}")))
     }

@@ -275,6 +275,7 @@ fn apply_error(e: ApplyError) -> Reply {
         ApplyError::Invalid(fe) => field_error(fe),
         ApplyError::NotFound(m) => error(StatusCode::NOT_FOUND, &m),
         ApplyError::Store(StoreError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+        ApplyError::Fenced => error(StatusCode::CONFLICT, "the fleet lock was lost"),
         ApplyError::Store(e) => {
             log::error!("state store write failed: {e}");
             error(

@@ -2,12 +2,13 @@
 //! under one prefix. A batch is one etcd transaction (in chunks of `MAX_TXN_OPS`, etcd's default limit).
 //! `decode` maps a key/value (or a delete event) back to a `Change`, for start-up and for the watch.
 
+use super::OrderLock;
 use super::{Change, Snapshot, Store, StoreError};
 use crate::challenges::Challenge;
 use crate::domain::Domain;
 use crate::tls::CertRecord;
 use async_trait::async_trait;
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,24 @@ fn unavailable(e: etcd_client::Error) -> StoreError {
 }
 
 impl EtcdStore {
+    /// Every change as etcd operations, with leases granted for challenges.
+    async fn ops(&self, chunk: &[Change]) -> Result<Vec<TxnOp>, StoreError> {
+        let mut leases = self.client.lease_client();
+        let now = crate::control::unix_now();
+        let mut ops = Vec::with_capacity(chunk.len());
+        for c in chunk {
+            let lease = match c {
+                Change::PutChallenge(ch) => {
+                    let ttl = ch.expires_at.saturating_sub(now).max(1) as i64;
+                    Some(leases.grant(ttl, None).await.map_err(unavailable)?.id())
+                }
+                _ => None,
+            };
+            ops.push(self.op(c, lease));
+        }
+        Ok(ops)
+    }
+
     pub async fn connect(cfg: &EtcdConfig) -> Result<Self, StoreError> {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
@@ -121,6 +140,9 @@ impl EtcdStore {
         let Some((kind, name)) = rest.split_once('/') else {
             return Ok(None);
         };
+        if kind == "locks" {
+            return Ok(None); // coordination only, not state
+        }
         let parse = |v: &[u8]| -> Result<Change, StoreError> {
             let change = match kind {
                 "domains" => Change::PutDomain(
@@ -191,25 +213,94 @@ impl Store for EtcdStore {
 
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         let mut kv = self.client.kv_client();
-        let mut leases = self.client.lease_client();
-        let now = crate::control::unix_now();
         for chunk in changes.chunks(MAX_TXN_OPS) {
-            let mut ops = Vec::with_capacity(chunk.len());
-            for c in chunk {
-                let lease = match c {
-                    Change::PutChallenge(ch) => {
-                        let ttl = ch.expires_at.saturating_sub(now).max(1) as i64;
-                        Some(leases.grant(ttl, None).await.map_err(unavailable)?.id())
-                    }
-                    _ => None,
-                };
-                ops.push(self.op(c, lease));
-            }
+            let ops = self.ops(chunk).await?;
             kv.txn(Txn::new().and_then(ops))
                 .await
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    async fn lock_order(&self, name: &str, ttl: i64) -> Result<Option<OrderLock>, StoreError> {
+        let key = self.key("locks", name);
+        let mut leases = self.client.lease_client();
+        let lease = leases.grant(ttl, None).await.map_err(unavailable)?.id();
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(
+                key.clone(),
+                std::process::id().to_string(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?;
+        if !resp.succeeded() {
+            let _ = leases.revoke(lease).await;
+            return Ok(None);
+        }
+        let fence = resp.header().map_or(0, |h| h.revision());
+        // Keep the lease alive while the order runs; if this node stalls or dies, it expires.
+        let (mut keeper, mut stream) = leases.keep_alive(lease).await.map_err(unavailable)?;
+        let every = Duration::from_secs((ttl / 3).max(1) as u64);
+        let keepalive = tokio::spawn(async move {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                if stream.message().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Ok(Some(OrderLock {
+            key,
+            fence,
+            lease,
+            keepalive: Some(keepalive),
+        }))
+    }
+
+    async fn apply_fenced(&self, changes: &[Change], lock: &OrderLock) -> Result<bool, StoreError> {
+        let ops = self.ops(changes).await?;
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                lock.key.clone(),
+                CompareOp::Equal,
+                lock.fence,
+            )])
+            .and_then(ops);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.succeeded())
+    }
+
+    async fn unlock(&self, mut lock: OrderLock) {
+        if let Some(k) = lock.keepalive.take() {
+            k.abort();
+        }
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                lock.key.clone(),
+                CompareOp::Equal,
+                lock.fence,
+            )])
+            .and_then(vec![TxnOp::delete(lock.key.clone(), None)]);
+        let _ = self.client.kv_client().txn(txn).await;
+        let _ = self.client.lease_client().revoke(lock.lease).await;
     }
 }
 

@@ -86,10 +86,55 @@ impl StoreError {
     }
 }
 
+/// A fleet-wide lock on ordering one certificate. `fence` is the lock key's creation revision: a write
+/// made under the lock is applied only while that same key still exists, so a node that lost its lock
+/// (lease expired while it was stalled) can never overwrite the new holder's certificate.
+pub struct OrderLock {
+    pub key: String,
+    pub fence: i64,
+    pub lease: i64,
+    pub(crate) keepalive: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl OrderLock {
+    /// The lock of a single node: there is nobody to exclude.
+    pub fn local() -> Self {
+        OrderLock {
+            key: String::new(),
+            fence: 0,
+            lease: 0,
+            keepalive: None,
+        }
+    }
+}
+
+impl Drop for OrderLock {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Everything stored. A file or key that cannot be read is an error naming it, never skipped.
     async fn load(&self) -> Result<Snapshot, StoreError>;
     /// Make `changes` durable, all or nothing, before returning.
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Take the lock on ordering `name`'s certificate, held `ttl` seconds past this node's last sign of
+    /// life; `None` when another node holds it. A single node always gets it.
+    async fn lock_order(&self, _name: &str, _ttl: i64) -> Result<Option<OrderLock>, StoreError> {
+        Ok(Some(OrderLock::local()))
+    }
+    /// Apply `changes` only while `lock` is held; `Ok(false)` when it was lost.
+    async fn apply_fenced(
+        &self,
+        changes: &[Change],
+        _lock: &OrderLock,
+    ) -> Result<bool, StoreError> {
+        self.apply(changes).await.map(|()| true)
+    }
+    /// Release a lock taken with `lock_order`.
+    async fn unlock(&self, _lock: OrderLock) {}
 }

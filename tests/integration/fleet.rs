@@ -302,3 +302,40 @@ async fn an_order_by_one_node_is_validated_through_another_and_served_by_all() {
         assert_eq!(served, Ok(serial.clone()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_due_for_the_same_certificate_place_one_order() {
+    let up = Upstream::start("up").await;
+    let etcd = Etcd::start().await;
+    let mut a = Edgeward::new("");
+    let pebble = crate::pebble::Pebble::start(a.http, None).await;
+    let acme = pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n");
+    a.extra = acme.clone();
+    a.state_extra = etcd.state_yaml();
+    a.spawn().await;
+    let mut b = Edgeward::new(&acme);
+    b.state_extra = etcd.state_yaml();
+    b.spawn().await;
+
+    // Several domains at once: both managers see every one of them due at the same moment.
+    for i in 0..4 {
+        a.put_domain(&format!("once{i}.test"), &[up.addr], r#", "tls": "auto""#)
+            .await;
+    }
+    for i in 0..4 {
+        let path = format!("/v1/certificates/once{i}.test");
+        eventually("every certificate", || async {
+            (b.api("GET", &path, None).await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    let ok = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with("edgeward_acme_orders_total{result=\"ok\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let total = ok(&a.metrics().await) + ok(&b.metrics().await);
+    assert_eq!(total, 4, "one order per certificate across the fleet");
+}
