@@ -264,6 +264,22 @@ impl Control {
         Ok(())
     }
 
+    /// Take one new order from the persisted budget (atomically across a fleet).
+    pub async fn take_budget(&self, now: i64, max: usize, window: i64) -> Result<bool, ApplyError> {
+        let _writer = self.writer.lock().await;
+        let current = self.acme_stored().budget;
+        match self.store.take_budget(&current, now, max, window).await? {
+            Some(b) => {
+                metrics::ADMIN_CHANGES
+                    .with_label_values(&["put_acme_budget"])
+                    .inc();
+                self.acme_stored_mut().budget = b;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// What the ACME manager waits on.
     pub fn watch(&self) -> Arc<tokio::sync::Notify> {
         self.changed.clone()

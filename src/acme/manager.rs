@@ -3,7 +3,6 @@
 //! concurrency limit and the persisted new-order budget, and sleep until the next thing is due or a
 //! change wakes it. A failing domain backs off on its own and never blocks the others.
 
-use super::budget::Budget;
 use super::client::{self, CaHttp, Issued, OrderError, Responder};
 use super::schedule::{jitter_of, next_attempt, renew_at};
 use super::{AccountRecord, AcmeConfig, CertState, CertStatus};
@@ -246,20 +245,15 @@ impl Manager {
         self.publish_status(host, &t, unix_now() as i64);
     }
 
-    /// Take one order from the persisted budget.
+    /// Take one order from the persisted budget (shared by the fleet in etcd mode).
     async fn take_budget(&self, now: i64) -> Result<bool, ApplyError> {
-        let mut budget: Budget = self.control.acme_stored().budget;
-        if !budget.take(
-            now,
-            self.cfg.max_orders_per_window,
-            self.cfg.order_window_seconds,
-        ) {
-            return Ok(false);
-        }
         self.control
-            .apply(vec![Change::PutAcmeBudget(budget)])
-            .await?;
-        Ok(true)
+            .take_budget(
+                now,
+                self.cfg.max_orders_per_window,
+                self.cfg.order_window_seconds,
+            )
+            .await
     }
 
     /// Drop tracking (and status) of domains that are gone or no longer `auto`.

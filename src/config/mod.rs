@@ -233,10 +233,31 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
                     ))
                 }
             };
+            let encryption_key = match &x.encryption_key_file {
+                Some(path) => {
+                    let key = "edgeward.state.etcd.encryption_key_file".to_string();
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|err| e(key.clone(), format!("{path}: {err}")))?;
+                    let bytes = hex::decode(text.trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            e(
+                                key,
+                                format!(
+                                    "{path}: must hold 64 hex characters (openssl rand -hex 32)"
+                                ),
+                            )
+                        })?;
+                    Some(bytes)
+                }
+                None => None,
+            };
             Some(crate::store::etcd::EtcdConfig {
                 endpoints: x.endpoints.clone(),
                 prefix: x.prefix.clone(),
                 user,
+                encryption_key,
             })
         }
         None => None,

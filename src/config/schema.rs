@@ -174,6 +174,9 @@ pub struct EtcdFile {
     pub user: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file with 64 hex characters (`openssl rand -hex 32`): private keys are encrypted in etcd.
+    #[serde(default)]
+    pub encryption_key_file: Option<String>,
 }
 
 fn default_etcd_prefix() -> String {

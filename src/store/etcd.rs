@@ -22,12 +22,15 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub user: Option<(String, String)>,
+    /// 32 bytes: private keys and account credentials are stored AES-256-GCM encrypted.
+    pub encryption_key: Option<[u8; 32]>,
 }
 
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
     prefix: Arc<str>,
+    sealer: Option<Arc<Sealer>>,
     /// The revision of the last snapshot: the watch starts after it.
     revision: Arc<AtomicI64>,
 }
@@ -69,6 +72,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             client,
             prefix: cfg.prefix.trim_end_matches('/').into(),
+            sealer: cfg.encryption_key.map(|k| Arc::new(Sealer(k))),
             revision: Arc::default(),
         })
     }
@@ -105,17 +109,29 @@ impl EtcdStore {
                 lease.map(|id| PutOptions::new().with_lease(id)),
             ),
             Change::DeleteChallenge { token } => TxnOp::delete(self.key("challenges", token), None),
-            Change::PutCertificate(r) => TxnOp::put(
-                self.key("certs", &r.host),
-                json(serde_json::to_vec(r)),
-                None,
-            ),
+            Change::PutCertificate(r) => {
+                let mut r = r.clone();
+                if let Some(s) = &self.sealer {
+                    r.key_pem = s.seal(&r.key_pem);
+                }
+                TxnOp::put(
+                    self.key("certs", &r.host),
+                    json(serde_json::to_vec(&r)),
+                    None,
+                )
+            }
             Change::DeleteCertificate { host } => TxnOp::delete(self.key("certs", host), None),
-            Change::PutAcmeAccount(a) => TxnOp::put(
-                self.key("acme", "account"),
-                json(serde_json::to_vec(a)),
-                None,
-            ),
+            Change::PutAcmeAccount(a) => {
+                let mut a = a.clone();
+                if let Some(s) = &self.sealer {
+                    a.credentials = s.seal(&a.credentials);
+                }
+                TxnOp::put(
+                    self.key("acme", "account"),
+                    json(serde_json::to_vec(&a)),
+                    None,
+                )
+            }
             Change::PutAcmeBudget(b) => TxnOp::put(
                 self.key("acme", "budget"),
                 json(serde_json::to_vec(b)),
@@ -165,7 +181,7 @@ impl EtcdStore {
             Ok(change)
         };
         let change = match value {
-            Some(v) => parse(v)?,
+            Some(v) => self.unseal(parse(v)?).map_err(corrupt)?,
             None => match kind {
                 "domains" => Change::DeleteDomain { host: name.into() },
                 "challenges" => Change::DeleteChallenge { token: name.into() },
@@ -184,6 +200,82 @@ impl EtcdStore {
             return Err(corrupt("the object does not match its key".into()));
         }
         Ok(Some(change))
+    }
+}
+
+impl EtcdStore {
+    /// Decrypt what `op` sealed; a sealed value without the key (or with another key) is an error.
+    fn unseal(&self, c: Change) -> Result<Change, String> {
+        let open = |v: String| -> Result<String, String> {
+            match (v.strip_prefix(SEALED), &self.sealer) {
+                (None, _) => Ok(v),
+                (Some(_), None) => {
+                    Err("encrypted, but no encryption_key_file is configured".into())
+                }
+                (Some(_), Some(s)) => s.open(&v),
+            }
+        };
+        Ok(match c {
+            Change::PutCertificate(mut r) => {
+                r.key_pem = open(r.key_pem)?;
+                Change::PutCertificate(r)
+            }
+            Change::PutAcmeAccount(mut a) => {
+                a.credentials = open(a.credentials)?;
+                Change::PutAcmeAccount(a)
+            }
+            other => other,
+        })
+    }
+}
+
+const SEALED: &str = "enc:v1:";
+
+/// AES-256-GCM with a random 96-bit nonce per value: `enc:v1:` + hex(nonce | ciphertext | tag).
+struct Sealer([u8; 32]);
+
+impl Sealer {
+    fn seal(&self, plain: &str) -> String {
+        use openssl::symm::{encrypt_aead, Cipher};
+        let mut nonce = [0u8; 12];
+        openssl::rand::rand_bytes(&mut nonce).expect("randomness");
+        let mut tag = [0u8; 16];
+        let ct = encrypt_aead(
+            Cipher::aes_256_gcm(),
+            &self.0,
+            Some(&nonce),
+            b"edgeward",
+            plain.as_bytes(),
+            &mut tag,
+        )
+        .expect("AES-GCM encryption does not fail on valid input");
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        out.extend(tag);
+        format!("{SEALED}{}", hex::encode(out))
+    }
+
+    fn open(&self, sealed: &str) -> Result<String, String> {
+        use openssl::symm::{decrypt_aead, Cipher};
+        let raw =
+            hex::decode(&sealed[SEALED.len()..]).map_err(|e| format!("encrypted value: {e}"))?;
+        if raw.len() < 28 {
+            return Err("encrypted value too short".into());
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let (ct, tag) = rest.split_at(rest.len() - 16);
+        let plain = decrypt_aead(
+            Cipher::aes_256_gcm(),
+            &self.0,
+            Some(nonce),
+            b"edgeward",
+            ct,
+            tag,
+        )
+        .map_err(|_| {
+            "cannot decrypt: wrong encryption key, or the value was altered".to_string()
+        })?;
+        String::from_utf8(plain).map_err(|e| e.to_string())
     }
 }
 
@@ -288,6 +380,44 @@ impl Store for EtcdStore {
         Ok(resp.succeeded())
     }
 
+    /// Compare-and-swap on the budget key, so two nodes cannot both take the last order.
+    async fn take_budget(
+        &self,
+        _current: &crate::acme::budget::Budget,
+        now: i64,
+        max: usize,
+        window: i64,
+    ) -> Result<Option<crate::acme::budget::Budget>, StoreError> {
+        let key = self.key("acme", "budget");
+        let mut kv = self.client.kv_client();
+        for _ in 0..20 {
+            let resp = kv.get(key.clone(), None).await.map_err(unavailable)?;
+            let (mut budget, rev) = match resp.kvs().first() {
+                Some(item) => match self.decode(item.key(), Some(item.value()))? {
+                    Some(Change::PutAcmeBudget(b)) => (b, item.mod_revision()),
+                    _ => (Default::default(), item.mod_revision()),
+                },
+                None => (crate::acme::budget::Budget::default(), 0),
+            };
+            if !budget.take(now, max, window) {
+                return Ok(None);
+            }
+            let unchanged = if rev == 0 {
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+            } else {
+                Compare::mod_revision(key.clone(), CompareOp::Equal, rev)
+            };
+            let put = self.op(&Change::PutAcmeBudget(budget.clone()), None);
+            let txn = Txn::new().when(vec![unchanged]).and_then(vec![put]);
+            if kv.txn(txn).await.map_err(unavailable)?.succeeded() {
+                return Ok(Some(budget));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the shared order budget kept changing; try again".into(),
+        ))
+    }
+
     async fn unlock(&self, mut lock: OrderLock) {
         if let Some(k) = lock.keepalive.take() {
             k.abort();
@@ -316,5 +446,31 @@ impl crate::challenges::ReadThrough for EtcdStore {
             Ok(Some(Change::PutChallenge(c))) => Some(c),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_round_trips_and_detects_the_wrong_key() {
+        let s = Sealer([7u8; 32]);
+        let sealed = s.seal("-----BEGIN PRIVATE KEY-----\nabc\n");
+        assert!(sealed.starts_with(SEALED) && !sealed.contains("PRIVATE"));
+        assert_ne!(
+            sealed,
+            s.seal("-----BEGIN PRIVATE KEY-----\nabc\n"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(
+            s.open(&sealed).unwrap(),
+            "-----BEGIN PRIVATE KEY-----\nabc\n"
+        );
+        assert!(Sealer([8u8; 32]).open(&sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push('0');
+        assert!(s.open(&tampered).is_err() || tampered == sealed);
     }
 }

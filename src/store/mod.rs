@@ -137,4 +137,20 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Release a lock taken with `lock_order`.
     async fn unlock(&self, _lock: OrderLock) {}
+    /// Take one order from the persisted new-order budget (`current` is this node's copy); the new
+    /// budget when taken, `None` when the window is spent. A fleet store does it atomically.
+    async fn take_budget(
+        &self,
+        current: &Budget,
+        now: i64,
+        max: usize,
+        window: i64,
+    ) -> Result<Option<Budget>, StoreError> {
+        let mut b = current.clone();
+        if !b.take(now, max, window) {
+            return Ok(None);
+        }
+        self.apply(&[Change::PutAcmeBudget(b.clone())]).await?;
+        Ok(Some(b))
+    }
 }

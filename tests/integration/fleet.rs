@@ -339,3 +339,75 @@ async fn two_nodes_due_for_the_same_certificate_place_one_order() {
     let total = ok(&a.metrics().await) + ok(&b.metrics().await);
     assert_eq!(total, 4, "one order per certificate across the fleet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_are_encrypted_in_etcd_when_a_key_file_is_set() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("etcd.key");
+    std::fs::write(
+        &key_file,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let state = etcd.state_yaml().replace(
+        "prefix:",
+        &format!("encryption_key_file: \"{}\", prefix:", key_file.display()),
+    );
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut n = Edgeward::new("");
+        n.state_extra = state.clone();
+        n.spawn().await;
+        nodes.push(n);
+    }
+    let pki = std::sync::Arc::new(crate::certs::Pki::new());
+    let leaf = pki.leaf(&["sealed.test"], crate::certs::Key::Ecdsa);
+    let (status, v) = nodes[0]
+        .api(
+            "PUT",
+            "/v1/certificates/sealed.test",
+            Some(&leaf.upload_body()),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (port, root) = (nodes[1].https, pki.root.clone());
+    let serial = eventually("node 2 to serve the certificate", || {
+        let root = root.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::certs::connect(port, Some("sealed.test"), &root)
+                    .ok()
+                    .map(|s| crate::certs::peer_serial(&s))
+            })
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(serial, leaf.serial);
+    // What etcd holds: the key only in sealed form.
+    let key = openssl::base64::encode_block(b"/edgeward-test/certs/sealed.test");
+    let raw: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v3/kv/range",
+            etcd.members[0].0
+        ))
+        .body(serde_json::json!({ "key": key }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let value = openssl::base64::decode_block(raw["kvs"][0]["value"].as_str().unwrap()).unwrap();
+    let value = String::from_utf8(value).unwrap();
+    assert!(
+        value.contains("enc:v1:") && !value.contains("PRIVATE KEY"),
+        "{value}"
+    );
+    assert!(
+        value.contains("BEGIN CERTIFICATE"),
+        "the certificate itself stays readable"
+    );
+}
