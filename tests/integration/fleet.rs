@@ -262,6 +262,24 @@ async fn three_member_cluster_propagation_and_a_member_down() {
         })
         .await;
     }
+
+    // All members down: every node keeps serving, writes answer 503; all back: resync, writes work.
+    etcd.stop();
+    let (status, _) = nodes[0].api("PUT", "/v1/domains/nowhere.fleet.test", Some(&body)).await;
+    assert_eq!(status, 503);
+    for n in &nodes {
+        assert_eq!(n.upstream_for("onedown.fleet.test").await.as_deref(), Some("up"));
+        assert_eq!(n.upstream_for("p999.fleet.test").await.as_deref(), Some("up"));
+    }
+    etcd.restart().await;
+    eventually("writes after the cluster is back", || async {
+        (nodes[1].api("PUT", "/v1/domains/back.fleet.test", Some(&body)).await.0 == 200).then_some(())
+    })
+    .await;
+    for n in &nodes {
+        eventually("back everywhere", || async { n.upstream_for("back.fleet.test").await }).await;
+        assert_eq!(n.get("nowhere.fleet.test", "/").await.0, 404);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
