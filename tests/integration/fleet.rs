@@ -265,19 +265,35 @@ async fn three_member_cluster_propagation_and_a_member_down() {
 
     // All members down: every node keeps serving, writes answer 503; all back: resync, writes work.
     etcd.stop();
-    let (status, _) = nodes[0].api("PUT", "/v1/domains/nowhere.fleet.test", Some(&body)).await;
+    let (status, _) = nodes[0]
+        .api("PUT", "/v1/domains/nowhere.fleet.test", Some(&body))
+        .await;
     assert_eq!(status, 503);
     for n in &nodes {
-        assert_eq!(n.upstream_for("onedown.fleet.test").await.as_deref(), Some("up"));
-        assert_eq!(n.upstream_for("p999.fleet.test").await.as_deref(), Some("up"));
+        assert_eq!(
+            n.upstream_for("onedown.fleet.test").await.as_deref(),
+            Some("up")
+        );
+        assert_eq!(
+            n.upstream_for("p999.fleet.test").await.as_deref(),
+            Some("up")
+        );
     }
     etcd.restart().await;
     eventually("writes after the cluster is back", || async {
-        (nodes[1].api("PUT", "/v1/domains/back.fleet.test", Some(&body)).await.0 == 200).then_some(())
+        (nodes[1]
+            .api("PUT", "/v1/domains/back.fleet.test", Some(&body))
+            .await
+            .0
+            == 200)
+            .then_some(())
     })
     .await;
     for n in &nodes {
-        eventually("back everywhere", || async { n.upstream_for("back.fleet.test").await }).await;
+        eventually("back everywhere", || async {
+            n.upstream_for("back.fleet.test").await
+        })
+        .await;
         assert_eq!(n.get("nowhere.fleet.test", "/").await.0, 404);
     }
 }
@@ -428,4 +444,59 @@ async fn private_keys_are_encrypted_in_etcd_when_a_key_file_is_set() {
         value.contains("BEGIN CERTIFICATE"),
         "the certificate itself stays readable"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_lock_holder_mid_order_lets_another_node_finish() {
+    let up = Upstream::start("up").await;
+    let etcd = Etcd::start().await;
+    let mut b = Edgeward::new("");
+    let pebble = crate::pebble::Pebble::start(b.http, None).await;
+    let acme = pebble
+        .acme_yaml("    retry: {min_seconds: 1, max_seconds: 4}\n    order_timeout_seconds: 10\n");
+    b.extra = acme.clone();
+    b.state_extra = etcd.state_yaml();
+    let mut a = Edgeward::new(&acme);
+    a.state_extra = etcd.state_yaml();
+    a.spawn().await;
+
+    // Pebble's validation of slow.test goes to a listener that accepts and never answers: A's order
+    // hangs mid-way, holding the lock.
+    let hole = std::net::TcpListener::bind(("127.0.0.2", b.http)).unwrap();
+    hole.set_nonblocking(true).unwrap();
+    pebble.misdirect("slow.test").await;
+    a.put_domain("slow.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    let mut held = Vec::new();
+    eventually("Pebble to be validating through the black hole", || {
+        if let Ok((s, _)) = hole.accept() {
+            held.push(s);
+        }
+        let n = held.len();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+
+    a.kill();
+    drop(held);
+    drop(hole);
+    pebble.point("slow.test", "127.0.0.1").await;
+    b.spawn().await;
+    let serial = crate::harness::eventually_within(
+        "B to take over once A's lease expires",
+        std::time::Duration::from_secs(60),
+        || async {
+            let (s, v) = b.api("GET", "/v1/certificates/slow.test", None).await;
+            (s == 200).then(|| v["serial"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    let root = pebble.issuing_root().await;
+    let port = b.https;
+    let served = tokio::task::spawn_blocking(move || {
+        crate::certs::connect(port, Some("slow.test"), &root).map(|s| crate::certs::peer_serial(&s))
+    })
+    .await
+    .unwrap();
+    assert_eq!(served, Ok(serial));
 }

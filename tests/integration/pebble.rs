@@ -155,7 +155,19 @@ impl Pebble {
 
     /// Make `host` resolve to an address where nothing answers HTTP-01.
     pub async fn misdirect(&self, host: &str) {
-        let body = serde_json::json!({"host": format!("{host}."), "addresses": ["127.0.0.2"]});
+        self.point(host, "127.0.0.2").await
+    }
+
+    /// Make `host` resolve to `addr` for Pebble's validations (replacing any earlier answer).
+    pub async fn point(&self, host: &str, addr: &str) {
+        let clear = serde_json::json!({"host": format!("{host}.")});
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/clear-a", self.cts_port))
+            .body(clear.to_string())
+            .send()
+            .await
+            .unwrap();
+        let body = serde_json::json!({"host": format!("{host}."), "addresses": [addr]});
         let r = reqwest::Client::new()
             .post(format!("http://127.0.0.1:{}/add-a", self.cts_port))
             .body(body.to_string())
