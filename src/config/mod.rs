@@ -253,11 +253,39 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
                 }
                 None => None,
             };
+            let tls = match &x.tls {
+                Some(t) => {
+                    let read = |name: &str, path: &str| {
+                        std::fs::read(path).map_err(|err| {
+                            e(
+                                format!("edgeward.state.etcd.tls.{name}"),
+                                format!("{path}: {err}"),
+                            )
+                        })
+                    };
+                    let identity = match (&t.cert, &t.key) {
+                        (Some(c), Some(k)) => Some((read("cert", c)?, read("key", k)?)),
+                        (None, None) => None,
+                        _ => {
+                            return Err(e(
+                                "edgeward.state.etcd.tls.cert".into(),
+                                "cert and key go together".into(),
+                            ))
+                        }
+                    };
+                    Some(crate::store::etcd::EtcdTls {
+                        ca: read("ca", &t.ca)?,
+                        identity,
+                    })
+                }
+                None => None,
+            };
             Some(crate::store::etcd::EtcdConfig {
                 endpoints: x.endpoints.clone(),
                 prefix: x.prefix.clone(),
                 user,
                 encryption_key,
+                tls,
             })
         }
         None => None,

@@ -177,6 +177,19 @@ pub struct EtcdFile {
     /// A file with 64 hex characters (`openssl rand -hex 32`): private keys are encrypted in etcd.
     #[serde(default)]
     pub encryption_key_file: Option<String>,
+    /// TLS to etcd (`https://` endpoints): the CA to trust, and a client certificate if etcd asks.
+    #[serde(default)]
+    pub tls: Option<EtcdTlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsFile {
+    pub ca: String,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 fn default_etcd_prefix() -> String {

@@ -16,14 +16,42 @@ use std::time::Duration;
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
 
-/// `edgeward.state.etcd`.
-#[derive(Debug, Clone)]
+/// `edgeward.state.etcd`. Debug output leaves the password and the encryption key out.
+#[derive(Clone)]
 pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub user: Option<(String, String)>,
     /// 32 bytes: private keys and account credentials are stored AES-256-GCM encrypted.
     pub encryption_key: Option<[u8; 32]>,
+    pub tls: Option<EtcdTls>,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("encryption", &self.encryption_key.is_some())
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// PEM material for TLS to etcd.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -65,6 +93,14 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
+        }
+        if let Some(t) = &cfg.tls {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&t.ca));
+            if let Some((cert, key)) = &t.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(tls);
         }
         let client = Client::connect(&cfg.endpoints, Some(opts))
             .await

@@ -500,3 +500,77 @@ async fn killing_the_lock_holder_mid_order_lets_another_node_finish() {
     .unwrap();
     assert_eq!(served, Ok(serial));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_mutual_tls() {
+    let up = Upstream::start("up").await;
+    let pki = crate::certs::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = pki.leaf(&["localhost"], crate::certs::Key::Ecdsa);
+    let client = pki.leaf(&["edgeward-node"], crate::certs::Key::Ecdsa);
+    for (name, body) in [
+        ("ca.pem", String::from_utf8(pki.root_pem()).unwrap()),
+        ("server.pem", server.chain_pem.clone()),
+        ("server.key", server.key_pem.clone()),
+        ("client.pem", client.chain_pem.clone()),
+        ("client.key", client.key_pem.clone()),
+    ] {
+        std::fs::write(d.join(name), body).unwrap();
+    }
+    let (c, p) = (free_port(), free_port());
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "tls", "--data-dir"])
+        .arg(d.join("data"))
+        .args(["--listen-client-urls", &format!("https://127.0.0.1:{c}")])
+        .args(["--advertise-client-urls", &format!("https://localhost:{c}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{p}"),
+        ])
+        .args(["--initial-cluster", &format!("tls=http://127.0.0.1:{p}")])
+        .arg("--cert-file")
+        .arg(d.join("server.pem"))
+        .arg("--key-file")
+        .arg(d.join("server.key"))
+        .arg("--trusted-ca-file")
+        .arg(d.join("ca.pem"))
+        .arg("--client-cert-auth")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.join("etcd.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("etcd");
+    let state = format!(
+        "    etcd:\n      endpoints: [\"https://localhost:{c}\"]\n      prefix: \"/edgeward-tls\"\n      tls: {{ca: \"{0}/ca.pem\", cert: \"{0}/client.pem\", key: \"{0}/client.key\"}}\n",
+        d.display()
+    );
+    let mut e = Edgeward::new("");
+    e.state_extra = state;
+    // etcd takes a moment to serve TLS: start edgeward until it connects.
+    let started = std::time::Instant::now();
+    loop {
+        e.write_config();
+        let check = Command::new(crate::harness::bin())
+            .args(["-t", "-c"])
+            .arg(e.config_path())
+            .output()
+            .unwrap();
+        if check.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < crate::harness::DEADLINE,
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    e.spawn().await;
+    e.put_domain("tls-etcd.test", &[up.addr], "").await;
+    assert_eq!(e.upstream_for("tls-etcd.test").await.as_deref(), Some("up"));
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+}
