@@ -128,7 +128,7 @@ async fn node(etcd: &Etcd) -> Edgeward {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_one_node_reach_the_others_and_survive_an_etcd_outage() {
     let up = Upstream::start("up").await;
-    let mut etcd = Etcd::start().await;
+    let mut etcd = Etcd::cluster(3).await;
     let nodes = [node(&etcd).await, node(&etcd).await, node(&etcd).await];
 
     nodes[0].put_domain("fleet.test", &[up.addr], "").await;
@@ -301,7 +301,7 @@ async fn three_member_cluster_propagation_and_a_member_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_by_one_node_is_validated_through_another_and_served_by_all() {
     let up = Upstream::start("up").await;
-    let etcd = Etcd::start().await;
+    let etcd = Etcd::cluster(3).await;
     // Node B is the one Pebble's validation reaches; only node A runs the ACME manager.
     let mut b = Edgeward::new("");
     b.state_extra = etcd.state_yaml();
@@ -340,7 +340,7 @@ async fn an_order_by_one_node_is_validated_through_another_and_served_by_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_due_for_the_same_certificate_place_one_order() {
     let up = Upstream::start("up").await;
-    let etcd = Etcd::start().await;
+    let etcd = Etcd::cluster(3).await;
     let mut a = Edgeward::new("");
     let pebble = crate::pebble::Pebble::start(a.http, None).await;
     let acme = pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n");
@@ -449,7 +449,7 @@ async fn private_keys_are_encrypted_in_etcd_when_a_key_file_is_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_lock_holder_mid_order_lets_another_node_finish() {
     let up = Upstream::start("up").await;
-    let etcd = Etcd::start().await;
+    let etcd = Etcd::cluster(3).await;
     let mut b = Edgeward::new("");
     let pebble = crate::pebble::Pebble::start(b.http, None).await;
     let acme = pebble
