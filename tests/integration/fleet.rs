@@ -574,3 +574,37 @@ async fn etcd_over_mutual_tls() {
     let _ = etcd.kill();
     let _ = etcd.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_through_finds_a_token_in_etcd_with_its_lease() {
+    use edgeward::challenges::{Challenge, ReadThrough};
+    use edgeward::store::{etcd::EtcdConfig, etcd::EtcdStore, Change, Store};
+    let etcd = Etcd::start().await;
+    let store = EtcdStore::connect(&EtcdConfig {
+        endpoints: vec![format!("http://127.0.0.1:{}", etcd.members[0].0)],
+        prefix: "/edgeward-rt".into(),
+        user: None,
+        encryption_key: None,
+        tls: None,
+    })
+    .await
+    .unwrap();
+    let now = edgeward::control::unix_now();
+    let c = Challenge {
+        token: "rt-token".into(),
+        host: "rt.test".into(),
+        key_authorization: "rt-token.k".into(),
+        expires_at: now + 2,
+    };
+    store
+        .apply(&[Change::PutChallenge(c.clone())])
+        .await
+        .unwrap();
+    assert_eq!(store.fetch("rt-token").await, Some(c));
+    assert_eq!(store.fetch("other").await, None);
+    // The lease makes etcd itself drop the token at expiry.
+    eventually("etcd to expire the token", || async {
+        store.fetch("rt-token").await.is_none().then_some(())
+    })
+    .await;
+}
