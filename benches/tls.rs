@@ -41,7 +41,7 @@ fn record(host: &str, key: &PKey<Private>, serial: u32) -> CertRecord {
     CertRecord {
         host: host.into(),
         chain_pem: String::from_utf8(b.build().to_pem().unwrap()).unwrap(),
-        key_pem: String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+        key_pem: edgeward::tls::bundle::storable_key(key).unwrap(),
         source: CertSource::Manual,
     }
 }

@@ -470,7 +470,7 @@ fn record_of(b: &CertBundle) -> Option<CertRecord> {
     Some(CertRecord {
         host: b.host.clone(),
         chain_pem: String::from_utf8(chain).ok()?,
-        key_pem: String::from_utf8(b.key.private_key_to_pem_pkcs8().ok()?).ok()?,
+        key_pem: tls::bundle::storable_key(&b.key)?,
         source: b.source,
     })
 }

@@ -289,11 +289,8 @@ pub async fn issue(
         let (key, csr) = csr(host, cfg.key_type).map_err(|e| OrderError::Local(e.to_string()))?;
         order.finalize_csr(&csr).await?;
         let chain_pem = order.poll_certificate(&retry).await?;
-        let key_pem = String::from_utf8(
-            key.private_key_to_pem_pkcs8()
-                .map_err(|e| OrderError::Local(e.to_string()))?,
-        )
-        .map_err(|e| OrderError::Local(e.to_string()))?;
+        let key_pem = crate::tls::bundle::storable_key(&key)
+            .ok_or_else(|| OrderError::Local("cannot encode the new private key".into()))?;
         Ok(Issued { chain_pem, key_pem })
     }
     .await;

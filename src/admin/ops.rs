@@ -102,9 +102,11 @@ pub fn put_certificate(host: &str, body: &[u8]) -> Result<Change, FieldError> {
         key_pem: input.key_pem,
         source: CertSource::Manual,
     };
-    tls::bundle::parse(&record, unix_now() as i64, true)
+    let bundle = tls::bundle::parse(&record, unix_now() as i64, true)
         .map_err(|e| FieldError::new(e.field(), e.to_string()))?;
-    Ok(Change::PutCertificate(record))
+    // Stored in the form that loads fastest at start-up (same key).
+    let key_pem = tls::bundle::storable_key(&bundle.key).unwrap_or(record.key_pem.clone());
+    Ok(Change::PutCertificate(CertRecord { key_pem, ..record }))
 }
 
 pub fn domain_host(host: &str) -> Result<String, FieldError> {
