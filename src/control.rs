@@ -130,24 +130,27 @@ impl Control {
             }
             return Err(e.into());
         }
-        let wake = changes
-            .iter()
-            .any(|c| matches!(c, Change::PutDomain(d) if d.tls == crate::domain::TlsMode::Auto));
-        for c in changes {
-            metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
-            self.apply_memory(c);
-        }
-        self.update_gauges();
-        if wake {
-            self.wake_watchers();
-        }
+        self.commit(changes, true);
         Ok(())
     }
 
     /// A change another node made, seen through the fleet store's watch: memory only.
     pub fn apply_remote(&self, c: Change) {
-        let wake = matches!(&c, Change::PutDomain(d) if d.tls == crate::domain::TlsMode::Auto);
-        self.apply_memory(c);
+        self.commit(vec![c], false);
+    }
+
+    /// Make durable changes live: memory, gauges, and a wake-up for the ACME manager when a domain
+    /// wants a certificate. `local`: made here (counted as admin changes).
+    fn commit(&self, changes: Vec<Change>, local: bool) {
+        let wake = changes
+            .iter()
+            .any(|c| matches!(c, Change::PutDomain(d) if d.tls == crate::domain::TlsMode::Auto));
+        for c in changes {
+            if local {
+                metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
+            }
+            self.apply_memory(c);
+        }
         self.update_gauges();
         if wake {
             self.wake_watchers();
@@ -256,11 +259,7 @@ impl Control {
         if !self.store.apply_fenced(&changes, lock).await? {
             return Err(ApplyError::Fenced);
         }
-        for c in changes {
-            metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
-            self.apply_memory(c);
-        }
-        self.update_gauges();
+        self.commit(changes, true);
         Ok(())
     }
 

@@ -22,11 +22,16 @@ pub enum Decision {
     Proxy(Arc<Route>),
 }
 
-/// Decide for a request whose path starts with `PREFIX`. `host` is the normalised request host.
-pub fn decide(state: &State, method: &Method, path: &str, host: &str, now: u64) -> Decision {
+/// The token of a request that may be answered: `GET`/`HEAD` with a well-formed token.
+pub fn answerable_token<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
     let token = &path[PREFIX.len()..];
     let readable = method == Method::GET || method == Method::HEAD;
-    if readable && valid_token(token) {
+    (readable && valid_token(token)).then_some(token)
+}
+
+/// Decide for a request whose path starts with `PREFIX`. `host` is the normalised request host.
+pub fn decide(state: &State, method: &Method, path: &str, host: &str, now: u64) -> Decision {
+    if let Some(token) = answerable_token(method, path) {
         if let Some(body) = state.challenges.lookup(token, host, now) {
             return Decision::Answer(body);
         }

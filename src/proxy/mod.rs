@@ -40,37 +40,16 @@ pub struct Ctx {
 }
 
 impl EdgeProxy {
-    fn is_challenge(&self, session: &Session) -> bool {
-        self.intercept_acme_challenges
-            && session
-                .req_header()
-                .uri
-                .path()
-                .starts_with(challenge::PREFIX)
-    }
-
-    /// Fleet mode: a token another node registered may not have reached this node's memory yet.
-    /// Only a readable request for a well-formed token goes to etcd; a hit is kept in memory.
-    async fn read_through(&self, session: &Session) -> Option<Bytes> {
-        let rt = self.read_through.as_ref()?;
-        let req = session.req_header();
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            return None;
-        }
-        let token = &req.uri.path()[challenge::PREFIX.len()..];
-        if !crate::challenges::valid_token(token) {
-            return None;
-        }
-        let host = routing::request_host(session)
-            .map(normalize_request_host)?
-            .into_owned();
-        let c = rt.fetch(token).await?;
+    /// Fleet mode: a token another node registered may not have reached this node's memory yet; look
+    /// in the store before answering 404. A hit is kept in memory.
+    async fn read_through(&self, token: &str, host: &str) -> Option<Bytes> {
+        let c = self.read_through.as_ref()?.fetch(token).await?;
         let now = unix_now();
         if c.host != host || c.expires_at <= now {
             return None;
         }
         self.state.challenges.insert(&c);
-        self.state.challenges.lookup(token, &host, now)
+        self.state.challenges.lookup(token, host, now)
     }
 }
 
@@ -88,6 +67,8 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // Decide with borrowed data only (no allocation for the host), then write.
+        // A challenge miss worth looking up in the fleet store: (token, host), owned.
+        let mut fetch: Option<(String, String)> = None;
         let (reply, head) = {
             let req = session.req_header();
             let host = routing::request_host(session).map(normalize_request_host);
@@ -101,6 +82,14 @@ impl ProxyHttp for EdgeProxy {
                         Err((200, body))
                     }
                     challenge::Decision::NotFound => {
+                        fetch = self
+                            .read_through
+                            .as_ref()
+                            .and(challenge::answerable_token(&req.method, path))
+                            .map(|t| (t.to_string(), host.to_string()));
+                        if fetch.is_none() {
+                            metrics::CHALLENGE_MISSES.inc();
+                        }
                         Err((404, Bytes::from_static(b"unknown challenge token\n")))
                     }
                     challenge::Decision::Proxy(route) => Ok(route),
@@ -134,18 +123,18 @@ impl ProxyHttp for EdgeProxy {
                 Err(reply) => (reply, req.method == http::Method::HEAD),
             }
         };
-        let reply = match reply {
-            (404, body) if self.is_challenge(session) => match self.read_through(session).await {
+        let reply = match fetch {
+            Some((token, host)) => match self.read_through(&token, &host).await {
                 Some(found) => {
                     metrics::CHALLENGE_HITS.inc();
                     (200, found)
                 }
                 None => {
                     metrics::CHALLENGE_MISSES.inc();
-                    (404, body)
+                    reply
                 }
             },
-            other => other,
+            None => reply,
         };
         respond(session, reply.0, reply.1, head).await?;
         Ok(true)
