@@ -22,10 +22,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
-EDGEWARD = os.path.join(REL, "edgeward")
-LOADGEN = os.path.join(REL, "examples", "loadgen")
-GEN = os.path.join(REL, "examples", "gen_certs")
-UPSTREAM = os.path.join(REL, "examples", "bench_upstream")
+# Copied into the work directory at start, so a rebuild during a long run changes nothing.
+BUILT = {"EDGEWARD": os.path.join(REL, "edgeward"),
+         "LOADGEN": os.path.join(REL, "examples", "loadgen"),
+         "GEN": os.path.join(REL, "examples", "gen_certs"),
+         "UPSTREAM": os.path.join(REL, "examples", "bench_upstream")}
+EDGEWARD = LOADGEN = GEN = UPSTREAM = None
 
 HTTP, HTTPS, ADMIN, UP = 28080, 28443, 29900, 28081
 UP_ADDR = f"127.0.0.1:{UP}"
@@ -736,7 +738,9 @@ def main():
     ap.add_argument("--phases", default="http,tls")
     a = ap.parse_args()
     n, dur = a.domains, a.duration
-    os.makedirs(a.work, exist_ok=True)
+    os.makedirs(os.path.join(a.work, "bin"), exist_ok=True)
+    for name, path in BUILT.items():
+        globals()[name] = shutil.copy(path, os.path.join(a.work, "bin"))
     upstream = subprocess.Popen(["taskset", "-c", TOOLS_CPU, UPSTREAM, UP_ADDR],
                                 stderr=subprocess.DEVNULL)
     try:

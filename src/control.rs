@@ -1,7 +1,9 @@
 //! The writer side. Every change (admin API, seed list, challenge expiry) goes through `Control::apply`:
 //! preconditions are checked against memory, the batch is made durable in the `Store`, then applied to
 //! the in-memory tables the proxy reads. One writer at a time, so store order and memory order agree.
-//! Each change costs one store write and one map update: O(1) in the number of domains.
+//! Each change costs one store write and one map update: O(1) in the number of domains. Requests that
+//! arrive while a write is in progress are committed together by the next writer (group commit): one
+//! durable write (one sync, one etcd transaction) for all of them, each still checked on its own.
 
 use crate::acme::budget::Budget;
 use crate::acme::{AccountRecord, CertStatus};
@@ -45,11 +47,22 @@ pub enum ApplyError {
     Fenced,
 }
 
+/// A request waiting for the writer.
+struct Pending {
+    changes: Vec<Change>,
+    done: tokio::sync::oneshot::Sender<Result<(), ApplyError>>,
+}
+
+/// Most keys one group commit writes: bounds one write's size and the wait of its first request.
+const MAX_GROUP: usize = 1024;
+
 pub struct Control {
     pub state: Arc<State>,
     store: Arc<dyn Store>,
     pools: Pools,
     writer: tokio::sync::Mutex<()>,
+    /// Requests waiting for the writer, committed in groups.
+    queue: std::sync::Mutex<std::collections::VecDeque<Pending>>,
     acme: std::sync::Mutex<AcmeStored>,
     /// Woken when a change may need the ACME manager's attention.
     changed: Arc<tokio::sync::Notify>,
@@ -69,6 +82,7 @@ impl Control {
             store,
             pools,
             writer: tokio::sync::Mutex::new(()),
+            queue: Default::default(),
             acme: Default::default(),
             changed: Arc::default(),
         }
@@ -119,19 +133,84 @@ impl Control {
         if changes.is_empty() {
             return Ok(());
         }
-        let _writer = self.writer.lock().await;
-        let undo = self.check_and_undo(&changes)?;
-        if let Err(e) = self.store.apply(&changes).await {
-            if changes.len() > 1 {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.queue_lock().push_back(Pending { changes, done: tx });
+        loop {
+            let _writer = self.writer.lock().await;
+            // A previous writer may have committed this request with its group.
+            if let Ok(result) = rx.try_recv() {
+                return result;
+            }
+            self.commit_group().await;
+            if let Ok(result) = rx.try_recv() {
+                return result;
+            }
+        }
+    }
+
+    /// Take the queued requests, in order, while their keys are disjoint (so checking each against
+    /// memory alone is exact), check each, write all that pass in one store batch, then make them live
+    /// and answer every waiter.
+    async fn commit_group(&self) {
+        let group = {
+            let mut queue = self.queue_lock();
+            let mut keys = std::collections::HashSet::new();
+            let mut group = Vec::new();
+            while let Some(p) = queue.front() {
+                let mine: Vec<_> = p
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        let (kind, key) = c.key();
+                        (kind, key.to_string())
+                    })
+                    .collect();
+                if !group.is_empty()
+                    && (mine.iter().any(|k| keys.contains(k)) || keys.len() >= MAX_GROUP)
+                {
+                    break;
+                }
+                keys.extend(mine);
+                group.push(queue.pop_front().expect("front exists"));
+            }
+            group
+        };
+        let (mut all, mut undo, mut passed) = (Vec::new(), Vec::new(), Vec::new());
+        for p in group {
+            match self.check_and_undo(&p.changes) {
+                Ok(u) => {
+                    all.extend(p.changes.iter().cloned());
+                    undo.extend(u);
+                    passed.push(p);
+                }
+                Err(e) => {
+                    let _ = p.done.send(Err(e));
+                }
+            }
+        }
+        if all.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.apply(&all).await {
+            if all.len() > 1 {
                 // Some files of the batch may be written: put back what was there.
                 if let Err(undo_err) = self.store.apply(&undo).await {
                     log::error!("could not undo a failed batch: {undo_err}; the state store may hold part of it");
                 }
             }
-            return Err(e.into());
+            for p in passed {
+                let _ = p.done.send(Err(e.duplicate().into()));
+            }
+            return;
         }
-        self.commit(changes, true);
-        Ok(())
+        for p in passed {
+            self.commit(p.changes, true);
+            let _ = p.done.send(Ok(()));
+        }
+    }
+
+    fn queue_lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Pending>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A change another node made, seen through the fleet store's watch: memory only.
@@ -456,6 +535,10 @@ impl Control {
         metrics::POOLS.set(self.pools.len() as i64);
         metrics::BACKENDS.set(self.pools.backend_count() as i64);
         metrics::CERTIFICATES.set(self.state.certs.len() as i64);
+    }
+
+    /// Gauges too costly to keep current on every change (O(n) in certificates): set at each scrape.
+    pub fn refresh_scrape_gauges(&self) {
         metrics::CERT_SOONEST_EXPIRY.set(self.state.certs.soonest_expiry().unwrap_or(0));
     }
 }
@@ -503,4 +586,67 @@ fn parse_all(records: &[CertRecord]) -> Result<Vec<CertBundle>, StoreError> {
         }
         Ok(out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChallengeMode, TlsMode};
+    use crate::store::DirStore;
+    use std::time::Duration;
+
+    fn domain(host: &str) -> Domain {
+        Domain {
+            host: host.into(),
+            upstreams: vec!["127.0.0.1:1".parse().unwrap()],
+            tls: TlsMode::Off,
+            redirect_https: false,
+            acme_challenges: ChallengeMode::Intercept,
+        }
+    }
+
+    /// Concurrent requests share writes, yet each is checked on its own and answered for itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn group_commit_answers_each_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DirStore::open(dir.path()).unwrap());
+        let control = Arc::new(Control::new(
+            store.clone(),
+            Pools::new(Duration::from_secs(1)),
+        ));
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let c = control.clone();
+            tasks.push(tokio::spawn(async move {
+                let host = format!("h{i}.test");
+                c.apply(vec![Change::PutDomain(domain(&host))]).await?;
+                // Same key as the previous request of this task: must see it committed.
+                c.apply(vec![Change::DeleteDomain { host: host.clone() }])
+                    .await?;
+                // Gone now, so a second delete is refused, alone.
+                match c.apply(vec![Change::DeleteDomain { host }]).await {
+                    Err(ApplyError::NotFound(_)) => {}
+                    other => panic!("expected NotFound, got {other:?}"),
+                }
+                c.apply(vec![Change::PutDomain(domain(&format!("k{i}.test")))])
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(control.state.routes.len(), 200);
+        let mut stored: Vec<_> = store
+            .load()
+            .await
+            .unwrap()
+            .domains
+            .into_iter()
+            .map(|d| d.host)
+            .collect();
+        stored.sort();
+        let mut expected: Vec<_> = (0..200).map(|i| format!("k{i}.test")).collect();
+        expected.sort();
+        assert_eq!(stored, expected);
+    }
 }

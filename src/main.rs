@@ -7,6 +7,11 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: the proxy path allocates per request inside Pingora, and glibc's
+/// malloc/free were 14% of the CPU of a proxied request (benches/compare.sh, BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "edgeward",

@@ -70,6 +70,7 @@ impl AdminApp {
         let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         match (method.as_str(), segs.as_slice()) {
             ("GET", ["metrics"]) => {
+                self.control.refresh_scrape_gauges();
                 pingora_prometheus::PrometheusHttpApp
                     .response(session)
                     .await

@@ -36,6 +36,21 @@ pub enum Change {
 }
 
 impl Change {
+    /// What the change writes: two changes with different keys never affect each other's checks, so
+    /// they may share one durable write (group commit).
+    pub fn key(&self) -> (&'static str, &str) {
+        match self {
+            Change::PutDomain(d) => ("domain", &d.host),
+            Change::DeleteDomain { host } => ("domain", host),
+            Change::PutChallenge(c) => ("challenge", &c.token),
+            Change::DeleteChallenge { token } => ("challenge", token),
+            Change::PutCertificate(c) => ("certificate", &c.host),
+            Change::DeleteCertificate { host } => ("certificate", host),
+            Change::PutAcmeAccount(_) => ("acme", "account"),
+            Change::PutAcmeBudget(_) => ("acme", "budget"),
+        }
+    }
+
     /// The metric label for this kind of change.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -78,6 +93,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error for another waiter of a group commit (`io::Error` is not `Clone`).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Corrupt { path, message } => StoreError::Corrupt {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),

@@ -55,13 +55,9 @@ async fn auto_domain_is_issued_served_and_not_reordered_after_restart() {
         (Some(serial.as_str()), Some("acme"))
     );
     // The token was removed when the order ended.
-    assert_eq!(
-        std::fs::read_dir(e.state_dir().join("challenges"))
-            .unwrap()
-            .count(),
-        0
-    );
-    let account = std::fs::read(e.state_dir().join("acme/account.json")).unwrap();
+    let stored = e.stored();
+    assert_eq!(stored.challenges.len(), 0);
+    let account = serde_json::to_string(&stored.acme_account.expect("account stored")).unwrap();
 
     e.restart().await;
     eventually("the manager to look at the domain", || async {
@@ -74,14 +70,13 @@ async fn auto_domain_is_issued_served_and_not_reordered_after_restart() {
         "{metrics}"
     );
     assert_eq!(served_serial(&e, &p, "auto.test").await, Ok(serial));
+    let stored = e.stored();
     assert_eq!(
-        std::fs::read(e.state_dir().join("acme/account.json")).unwrap(),
+        serde_json::to_string(&stored.acme_account.expect("account stored")).unwrap(),
         account,
         "account reused"
     );
-    let budget: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(e.state_dir().join("acme/budget.json")).unwrap())
-            .unwrap();
+    let budget = serde_json::to_value(stored.acme_budget.expect("budget stored")).unwrap();
     assert_eq!(
         budget["placed"].as_array().unwrap().len(),
         1,

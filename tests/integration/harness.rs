@@ -342,4 +342,23 @@ impl Edgeward {
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
+
+    /// The state directory's content as the next start would load it (files plus the write-ahead
+    /// log), read without writing anything, even while edgeward runs.
+    pub fn stored(&self) -> edgeward::store::Snapshot {
+        edgeward::store::DirStore::open(self.state_dir())
+            .and_then(|s| s.read_only_snapshot())
+            .expect("readable state directory")
+    }
+
+    /// Stopped: write the write-ahead log into the state files (a checkpoint), so a test can edit them.
+    pub fn settle_state(&self) {
+        assert!(
+            self.child.is_none(),
+            "stop edgeward before settling its state"
+        );
+        edgeward::store::DirStore::open(self.state_dir())
+            .and_then(|s| s.compact())
+            .expect("compactable state directory");
+    }
 }
