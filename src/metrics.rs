@@ -6,7 +6,7 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
-pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edgeward_requests_total",
         "Requests answered on the proxy listeners, by status class",
@@ -14,6 +14,26 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// One counter per status class, resolved once: `with_label_values` hashes the label and takes a lock,
+/// which is too much for every request.
+static REQUESTS_BY_CLASS: LazyLock<[IntCounter; 6]> =
+    LazyLock::new(|| CLASSES.map(|c| REQUESTS.with_label_values(&[c])));
+
+/// Count one answered request by its status class.
+pub fn count_request(status: u16) {
+    let i = match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    };
+    REQUESTS_BY_CLASS[i].inc();
+}
 
 static CHALLENGES_SERVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -136,23 +156,9 @@ pub static ACME_EXPIRING_7D: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Status class label for a response status.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
-    }
-}
-
 /// Make every metric visible in the exposition from start-up, at zero.
 pub fn init() {
-    for class in ["2xx", "3xx", "4xx", "5xx"] {
-        REQUESTS.with_label_values(&[class]);
-    }
+    LazyLock::force(&REQUESTS_BY_CLASS);
     for m in [&*CHALLENGE_HITS, &*CHALLENGE_MISSES] {
         m.inc_by(0);
     }

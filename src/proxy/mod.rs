@@ -184,12 +184,20 @@ impl ProxyHttp for EdgeProxy {
                     .headers
                     .get("x-forwarded-for")
                     .map(|v| v.as_bytes()),
-                &ip.to_string(),
+                ip,
             );
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
-        if let Some(host) = routing::request_host(session).map(str::to_string) {
+        let proto = if self.tls { "https" } else { "http" };
+        upstream.insert_header("x-forwarded-proto", http::HeaderValue::from_static(proto))?;
+        // The Host header's value as is (a refcount, no copy); HTTP/2 requests carry :authority.
+        let host = match session.req_header().headers.get(http::header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => {
+                routing::request_host(session).and_then(|h| http::HeaderValue::from_str(h).ok())
+            }
+        };
+        if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         Ok(())
@@ -197,8 +205,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {
         if let Some(resp) = session.response_written() {
-            let class = metrics::status_class(resp.status.as_u16());
-            metrics::REQUESTS.with_label_values(&[class]).inc();
+            metrics::count_request(resp.status.as_u16());
         }
     }
 }
