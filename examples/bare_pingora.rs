@@ -36,7 +36,10 @@ impl ProxyHttp for Bare {
             return Ok(false);
         }
         let body = Bytes::from_static(b"tok.Thumbprint_0123456789abcdefghijklmnopqrstuv");
-        let mut resp = ResponseHeader::build(200, Some(2))?;
+        // The same headers as edgeward's challenge answer.
+        let mut resp = ResponseHeader::build(200, Some(3))?;
+        resp.insert_header("cache-control", "no-store")?;
+        resp.insert_header("content-type", "text/plain")?;
         resp.insert_header("content-length", body.len())?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
