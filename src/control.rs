@@ -53,7 +53,8 @@ struct Pending {
     done: tokio::sync::oneshot::Sender<Result<(), ApplyError>>,
 }
 
-/// Most keys one group commit writes: bounds one write's size and the wait of its first request.
+/// Most changes one group commit writes (a single larger batch still goes alone): bounds one write's
+/// size and the wait of its first request.
 const MAX_GROUP: usize = 1024;
 
 pub struct Control {
@@ -152,6 +153,7 @@ impl Control {
     /// memory alone is exact), check each, write all that pass in one store batch, then make them live
     /// and answer every waiter.
     async fn commit_group(&self) {
+        let limit = self.store.atomic_limit().min(MAX_GROUP);
         let group = {
             let mut queue = self.queue_lock();
             let mut keys = std::collections::HashSet::new();
@@ -166,7 +168,7 @@ impl Control {
                     })
                     .collect();
                 if !group.is_empty()
-                    && (mine.iter().any(|k| keys.contains(k)) || keys.len() >= MAX_GROUP)
+                    && (mine.iter().any(|k| keys.contains(k)) || keys.len() + mine.len() > limit)
                 {
                     break;
                 }
@@ -648,5 +650,59 @@ mod tests {
         let mut expected: Vec<_> = (0..200).map(|i| format!("k{i}.test")).collect();
         expected.sort();
         assert_eq!(stored, expected);
+    }
+
+    /// A real state directory that reports a small atomic limit, and records each write's size.
+    struct Limited {
+        inner: DirStore,
+        sizes: std::sync::Mutex<Vec<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Limited {
+        async fn load(&self) -> Result<Snapshot, StoreError> {
+            self.inner.load().await
+        }
+        async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+            self.sizes.lock().unwrap().push(changes.len());
+            self.inner.apply(changes).await
+        }
+        fn atomic_limit(&self) -> usize {
+            2
+        }
+    }
+
+    /// Requests are grouped up to the store's atomic limit, never beyond; a larger batch goes alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn groups_respect_the_store_atomic_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Limited {
+            inner: DirStore::open(dir.path()).unwrap(),
+            sizes: Default::default(),
+        });
+        let control = Arc::new(Control::new(
+            store.clone(),
+            Pools::new(Duration::from_secs(1)),
+        ));
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let c = control.clone();
+            tasks.push(tokio::spawn(async move {
+                c.apply(vec![Change::PutDomain(domain(&format!("g{i}.test")))])
+                    .await
+            }));
+        }
+        let batch: Vec<_> = (0..3)
+            .map(|i| Change::PutDomain(domain(&format!("b{i}.test"))))
+            .collect();
+        control.apply(batch).await.unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(control.state.routes.len(), 103);
+        let sizes = store.sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 103);
+        assert!(sizes.iter().all(|&n| n <= 2 || n == 3), "{sizes:?}");
+        assert_eq!(sizes.iter().filter(|&&n| n == 3).count(), 1, "{sizes:?}");
     }
 }

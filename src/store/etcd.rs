@@ -317,6 +317,10 @@ impl Sealer {
 
 #[async_trait]
 impl Store for EtcdStore {
+    fn atomic_limit(&self) -> usize {
+        MAX_TXN_OPS
+    }
+
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let mut kv = self.client.kv_client();
         let resp = kv

@@ -152,6 +152,11 @@ pub trait Store: Send + Sync + 'static {
     async fn load(&self) -> Result<Snapshot, StoreError>;
     /// Make `changes` durable, all or nothing, before returning.
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Most changes one `apply` writes atomically (a larger batch is split). Group commit never
+    /// combines requests beyond it, so no request is split because it was grouped with others.
+    fn atomic_limit(&self) -> usize {
+        usize::MAX
+    }
     /// Take the lock on ordering `name`'s certificate, held `ttl` seconds past this node's last sign of
     /// life; `None` when another node holds it. A single node always gets it.
     async fn lock_order(&self, _name: &str, _ttl: i64) -> Result<Option<OrderLock>, StoreError> {
