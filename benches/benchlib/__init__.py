@@ -1,0 +1,1 @@
+"""Library of benches/compare.py."""
