@@ -114,7 +114,7 @@ fn one_change(c: &mut Criterion) {
         // The whole admin path: checks, durable write (fsync) to a state directory, memory.
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(DirStore::open(dir.path()).unwrap());
-        let control = Control::new(store, Pools::new(Duration::from_secs(1)));
+        let control = std::sync::Arc::new(Control::new(store, Pools::new(Duration::from_secs(1))));
         rt.block_on(async {
             let all: Vec<Change> = (0..n).map(|i| Change::PutDomain(domain(i))).collect();
             for chunk in all.chunks(10_000) {

@@ -130,23 +130,25 @@ impl Control {
     }
 
     /// Apply a batch, all or nothing. Returns once the batch is durable and live.
-    pub async fn apply(&self, changes: Vec<Change>) -> Result<(), ApplyError> {
+    pub async fn apply(self: &Arc<Self>, changes: Vec<Change>) -> Result<(), ApplyError> {
         if changes.is_empty() {
             return Ok(());
         }
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue_lock().push_back(Pending { changes, done: tx });
-        loop {
-            let _writer = self.writer.lock().await;
-            // A previous writer may have committed this request with its group.
-            if let Ok(result) = rx.try_recv() {
-                return result;
-            }
-            self.commit_group().await;
-            if let Ok(result) = rx.try_recv() {
-                return result;
-            }
-        }
+        // The write runs in its own task: a caller that stops waiting (a timeout, a dropped request)
+        // cannot leave the requests grouped with its own unanswered or half applied. One task per
+        // request, each committing one group, so every queued request is taken by some task.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _writer = me.writer.lock().await;
+            me.commit_group().await;
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(ApplyError::Store(StoreError::Unavailable(
+                "the write task stopped before answering".into(),
+            )))
+        })
     }
 
     /// Take the queued requests, in order, while their keys are disjoint (so checking each against
@@ -512,7 +514,7 @@ impl Control {
     }
 
     /// Delete every challenge expired at `now`, durably. Returns how many went.
-    pub async fn expire_challenges(&self, now: u64) -> Result<usize, ApplyError> {
+    pub async fn expire_challenges(self: &Arc<Self>, now: u64) -> Result<usize, ApplyError> {
         let expired: Vec<Change> = self
             .state
             .challenges
@@ -704,5 +706,35 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 103);
         assert!(sizes.iter().all(|&n| n <= 2 || n == 3), "{sizes:?}");
         assert_eq!(sizes.iter().filter(|&&n| n == 3).count(), 1, "{sizes:?}");
+    }
+
+    /// A caller that stops waiting (here: a zero timeout) neither loses its write nor strands the
+    /// requests grouped with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_caller_does_not_strand_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DirStore::open(dir.path()).unwrap());
+        let control = Arc::new(Control::new(store, Pools::new(Duration::from_secs(1))));
+        let mut waited = Vec::new();
+        for i in 0..100 {
+            let c = control.clone();
+            let change = vec![Change::PutDomain(domain(&format!("c{i}.test")))];
+            if i % 3 == 0 {
+                let _ = tokio::time::timeout(Duration::ZERO, c.apply(change)).await;
+            } else {
+                waited.push(tokio::spawn(async move { c.apply(change).await }));
+            }
+        }
+        for t in waited {
+            t.await.unwrap().unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while control.state.routes.len() < 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "abandoned writes never landed"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
