@@ -5,7 +5,8 @@
 //! cost several times more kernel time, on the proxy's CPU). The object files are written later, by a
 //! checkpoint: when the log passes `CHECKPOINT_BYTES` it is renamed `journal.old`, writes go on into a
 //! fresh log, and a background thread writes the latest version of every object in `journal.old` (read
-//! back from the file, so it holds whatever any process appended), syncs them (data per file, each directory once) and deletes it.
+//! back from the file, so it holds whatever any process appended), syncs them (each file's data, each
+//! directory once) and deletes it.
 //!
 //! The state is the files with `journal.old` then `journal.log` applied on top, complete lines in order,
 //! so a write is all or nothing; a torn last line (the process died while appending a write it never
