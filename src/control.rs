@@ -595,19 +595,9 @@ fn parse_all(records: &[CertRecord]) -> Result<Vec<CertBundle>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChallengeMode, TlsMode};
+    use crate::domain::test_domain as domain;
     use crate::store::DirStore;
     use std::time::Duration;
-
-    fn domain(host: &str) -> Domain {
-        Domain {
-            host: host.into(),
-            upstreams: vec!["127.0.0.1:1".parse().unwrap()],
-            tls: TlsMode::Off,
-            redirect_https: false,
-            acme_challenges: ChallengeMode::Intercept,
-        }
-    }
 
     /// Concurrent requests share writes, yet each is checked on its own and answered for itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -171,6 +171,18 @@ pub fn parse_upstreams(raw: &[String]) -> Result<Vec<SocketAddr>, FieldError> {
     Ok(out)
 }
 
+/// A plain-HTTP domain on one placeholder upstream, for the unit tests of other modules.
+#[cfg(test)]
+pub(crate) fn test_domain(host: &str) -> Domain {
+    Domain {
+        host: host.into(),
+        upstreams: vec!["127.0.0.1:1".parse().expect("valid address")],
+        tls: TlsMode::Off,
+        redirect_https: false,
+        acme_challenges: ChallengeMode::Intercept,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

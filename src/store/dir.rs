@@ -551,17 +551,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChallengeMode, TlsMode};
-
-    fn domain(host: &str) -> Domain {
-        Domain {
-            host: host.into(),
-            upstreams: vec!["127.0.0.1:1".parse().unwrap()],
-            tls: TlsMode::Off,
-            redirect_https: false,
-            acme_challenges: ChallengeMode::Intercept,
-        }
-    }
+    use crate::domain::test_domain as domain;
 
     #[test]
     fn round_trip_and_interrupted_batch_replay() {
