@@ -67,26 +67,16 @@ def http_phase(p, data, n, dur, shared):
             record(f"5reload-{p.name}", f"one route change at {n:,} domains by {p.name} reload, "
                    "time until served", "ms", "lower", p.name, t)
 
-        # Traffic at the fixed rate while changes go on.
+        # Traffic at the fixed rate, then at half the proxy's own maximum, while changes go on.
+        loads = [("5load", f"proxied at {rate:,} req/s during changes, p99", fixed),
+                 ("5load-own", "proxied at half the proxy's own maximum during changes, p99", own)]
         if isinstance(p, Edgeward):
-            changes = subprocess.Popen(["taskset", "-c", TOOLS_CPU, BIN["LOADGEN"], "changes", "--addr",
-                                        f"127.0.0.1:{ADMIN}", "--token", TOKEN, "--upstream",
-                                        UP_ADDR, "--rate", "1000", "--conns", "16", "--duration",
-                                        str(dur)], stdout=subprocess.PIPE, text=True)
-            g = loadgen(p, *fixed, duration=dur)
-            c = json.loads(changes.communicate()[0])
-            what = f"{c['per_second']:,.0f} API changes/s, {c['errors']} failed, change p99 {c['p99_ms']} ms"
-            record("5load", f"proxied at {rate:,} req/s during changes, p99", "ms", "lower", p.name,
-                   g["p99_ms"], errors=g["errors"], p50=g["p50_ms"], changes=what)
-            changes = subprocess.Popen(["taskset", "-c", TOOLS_CPU, BIN["LOADGEN"], "changes", "--addr",
-                                        f"127.0.0.1:{ADMIN}", "--token", TOKEN, "--upstream",
-                                        UP_ADDR, "--rate", "1000", "--conns", "16", "--duration",
-                                        str(dur)], stdout=subprocess.PIPE, text=True)
-            g = loadgen(p, *own, duration=dur)
-            c = json.loads(changes.communicate()[0])
-            record("5load-own", "proxied at half the proxy's own maximum during changes, p99", "ms",
-                   "lower", p.name, g["p99_ms"], errors=g["errors"], p50=g["p50_ms"], rate=own[-1],
-                   changes=f"{c['per_second']:,.0f} API changes/s, change p99 {c['p99_ms']} ms")
+            for key, label, load in loads:
+                g, c = api_changes_during(p, load, dur)
+                record(key, label, "ms", "lower", p.name, g["p99_ms"], errors=g["errors"],
+                       p50=g["p50_ms"], rate=load[-1],
+                       changes=f"{c['per_second']:,.0f} API changes/s, {c['errors']} failed, "
+                               f"change p99 {c['p99_ms']} ms")
         if isinstance(p, HAProxy):
             cli = Cli(p.sock)
 
@@ -94,30 +84,38 @@ def http_phase(p, data, n, dur, shared):
                 answer = cli.send(f"add map {p.hosts_map} rt{j}.bench.test be_up")
                 if answer.strip():
                     raise RuntimeError(answer)
-            t, st = paced(1000, dur, add_map)
-            g = loadgen(p, *fixed, duration=dur)
-            t.join()
+            g, st = paced_during(p, fixed, dur, 1000, add_map)
             cli.s.close()
             record("5load-rt", f"proxied at {rate:,} req/s during 1000 runtime API changes/s, p99", "ms",
                    "lower", p.name, g["p99_ms"], errors=g["errors"], p50=g["p50_ms"],
                    changes=f"{st['per_second']:,.0f} runtime API changes/s")
         if isinstance(p, (HAProxy, Nginx)):
-            def reload(j):
-                p.add_domain_by_reload(f"rr{j}.bench.test")
-            t, st = paced(1, dur, reload)
-            g = loadgen(p, *fixed, duration=dur)
-            t.join()
-            record("5load", f"proxied at {rate:,} req/s during changes, p99", "ms", "lower", p.name,
-                   g["p99_ms"], errors=g["errors"], p50=g["p50_ms"],
-                   changes=f"{st['done']} reloads, one per second")
-            t, st = paced(1, dur, lambda j: p.add_domain_by_reload(f"ro{j}.bench.test"))
-            g = loadgen(p, *own, duration=dur)
-            t.join()
-            record("5load-own", "proxied at half the proxy's own maximum during changes, p99", "ms",
-                   "lower", p.name, g["p99_ms"], errors=g["errors"], p50=g["p50_ms"], rate=own[-1],
-                   changes=f"{st['done']} reloads, one per second")
+            for (key, label, load), prefix in zip(loads, ("rr", "ro")):
+                g, st = paced_during(p, load, dur, 1,
+                                     lambda j, prefix=prefix: p.add_domain_by_reload(f"{prefix}{j}.bench.test"))
+                record(key, label, "ms", "lower", p.name, g["p99_ms"], errors=g["errors"],
+                       p50=g["p50_ms"], rate=load[-1],
+                       changes=f"{st['done']} reloads, one per second")
     finally:
         p.stop()
+
+
+def api_changes_during(p, load, dur):
+    """Run `load` while loadgen sends 1000 admin API changes/s; (load result, changes result)."""
+    changes = subprocess.Popen(["taskset", "-c", TOOLS_CPU, BIN["LOADGEN"], "changes", "--addr",
+                                f"127.0.0.1:{ADMIN}", "--token", TOKEN, "--upstream", UP_ADDR,
+                                "--rate", "1000", "--conns", "16", "--duration", str(dur)],
+                               stdout=subprocess.PIPE, text=True)
+    g = loadgen(p, *load, duration=dur)
+    return g, json.loads(changes.communicate()[0])
+
+
+def paced_during(p, load, dur, rate, change):
+    """Run `load` while change(j) is called `rate` times a second; (load result, change stats)."""
+    t, st = paced(rate, dur, change)
+    g = loadgen(p, *load, duration=dur)
+    t.join()
+    return g, st
 
 
 def tls_phase(p, sets, swap, dur, shared):

@@ -93,9 +93,12 @@ def pss_kib(pid):
     return total
 
 
-def http_status(port, host_header, path="/", timeout=2):
+def http_status(port, host_header, path="/", timeout=2, tls=False):
+    """Status of one GET on a new connection (over TLS with SNI = host_header when tls), or None."""
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if tls:
+            c.sock = tls_socket(port, host_header, timeout)
         c.request("GET", path, headers={"Host": host_header, "Connection": "close"})
         r = c.getresponse()
         r.read()
@@ -105,14 +108,19 @@ def http_status(port, host_header, path="/", timeout=2):
         return None
 
 
-def tls_peer_cert(port, sni, timeout=2):
+def tls_socket(port, sni, timeout=2):
+    """A TLS connection with `sni`, certificate not verified (the benches use throw-away CAs)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout),
+                           server_hostname=sni)
+
+
+def tls_peer_cert(port, sni, timeout=2):
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            with ctx.wrap_socket(s, server_hostname=sni) as t:
-                return t.getpeercert(binary_form=True)
+        with tls_socket(port, sni, timeout) as t:
+            return t.getpeercert(binary_form=True)
     except OSError:
         return None
 
@@ -125,21 +133,6 @@ def poll(check, deadline=DEADLINE, what="condition"):
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.001)
     return time.monotonic() - t0
-
-
-def https_status(sni):
-    ctx = ssl._create_unverified_context()
-    try:
-        c = http.client.HTTPSConnection("127.0.0.1", HTTPS, timeout=2, context=ctx)
-        c.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", HTTPS), timeout=2),
-                                 server_hostname=sni)
-        c.request("GET", "/", headers={"Host": sni, "Connection": "close"})
-        r = c.getresponse()
-        r.read()
-        c.close()
-        return r.status
-    except OSError:
-        return None
 
 
 def copy_into(work, data, name):

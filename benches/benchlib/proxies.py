@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from benchlib.common import (ADMIN, BIN, HTTP, HTTPS, PROXY_CPU, TOKEN, UP_ADDR, copy_into,
-                             host, http_status, https_status, poll, split_pem, tls_peer_cert)
+                             host, http_status, poll, split_pem, tls_peer_cert)
 
 
 class Proxy:
@@ -35,7 +35,7 @@ class Proxy:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: see {self.work}/log")
             if tls:
-                return tls_peer_cert(HTTPS, last) is not None and https_status(last) == 200
+                return tls_peer_cert(HTTPS, last) is not None and http_status(HTTPS, last, tls=True) == 200
             return http_status(HTTP, last) == 200
         try:
             poll(ready, what=f"{self.name} to serve {last}")
