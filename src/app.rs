@@ -170,23 +170,21 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
                 " (challenges proxied)"
             }
         );
-        let mut svc = pingora_proxy::http_proxy_service_with_name(&conf, proxy, &name);
-        for l in group {
-            let addr = l.addr.to_string();
-            if tls {
-                let resolver = SniResolver {
-                    state: control.state.clone(),
-                };
-                let mut settings = TlsSettings::with_callbacks(Box::new(resolver))
-                    .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
-                settings.enable_h2();
-                settings.set_offload_threadpool_from_server_conf(&conf);
-                svc.add_tls_with_settings(&addr, None, settings);
-            } else {
-                svc.add_tcp(&addr);
-            }
+        // Intercepting listeners: challenge requests are answered in front of Pingora's HTTP session.
+        let proxy = pingora_proxy::http_proxy(&conf, proxy);
+        if intercept {
+            let front = crate::proxy::front::ChallengeFront {
+                inner: Arc::new(proxy),
+                state: control.state.clone(),
+            };
+            let mut svc = Service::new(name, front);
+            add_listeners(&mut svc, &group, &control, &conf)?;
+            server.add_service(svc);
+        } else {
+            let mut svc = Service::new(name, proxy);
+            add_listeners(&mut svc, &group, &control, &conf)?;
+            server.add_service(svc);
         }
-        server.add_service(svc);
     }
 
     let app = AdminApp {
@@ -254,4 +252,29 @@ impl BackgroundService for ChallengeExpiry {
             }
         }
     }
+}
+
+/// Bind a service to its listeners; TLS ones pick the certificate per SNI from memory.
+fn add_listeners<A>(
+    svc: &mut Service<A>,
+    listeners: &[&crate::config::Listener],
+    control: &Control,
+    conf: &Arc<pingora_core::server::configuration::ServerConf>,
+) -> anyhow::Result<()> {
+    for l in listeners {
+        let addr = l.addr.to_string();
+        if l.tls {
+            let resolver = SniResolver {
+                state: control.state.clone(),
+            };
+            let mut settings = TlsSettings::with_callbacks(Box::new(resolver))
+                .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
+            settings.enable_h2();
+            settings.set_offload_threadpool_from_server_conf(conf);
+            svc.add_tls_with_settings(&addr, None, settings);
+        } else {
+            svc.add_tcp(&addr);
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! no I/O, no parsing, no lock held across an await.
 
 pub mod challenge;
+pub mod front;
 pub mod redirect;
 pub mod routing;
 

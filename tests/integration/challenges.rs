@@ -127,3 +127,129 @@ async fn tokens_expire() {
     })
     .await;
 }
+
+/// One HTTP/1.1 response read off a raw connection: (status line, headers lowercased, body).
+async fn read_response(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head_only: bool,
+) -> (String, std::collections::HashMap<String, String>, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status = String::new();
+    conn.read_line(&mut status).await.unwrap();
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(": ").unwrap();
+        headers.insert(k.to_ascii_lowercase(), v.to_string());
+    }
+    let len: usize = headers["content-length"].parse().unwrap();
+    let mut body = vec![0; if head_only { 0 } else { len }];
+    conn.read_exact(&mut body).await.unwrap();
+    (
+        status.trim_end().to_string(),
+        headers,
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn one_connection_mixes_answers_proxied_requests_and_pipelined_challenges() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("up").await;
+    let e = Edgeward::start("").await;
+    e.put_domain("site.test", &[up.addr], "").await;
+    put_challenge(&e, "tok", "site.test").await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", e.http))
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    let get = format!("GET {PATH}tok HTTP/1.1\r\nHost: site.test\r\n\r\n");
+
+    // A head arriving in pieces.
+    for piece in [&get[..3], &get[3..30], &get[30..]] {
+        conn.get_mut().write_all(piece.as_bytes()).await.unwrap();
+        conn.get_mut().flush().await.unwrap();
+    }
+    let (status, headers, body) = read_response(&mut conn, false).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "tok.thumb")
+    );
+    assert_eq!(headers["connection"], "keep-alive");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["content-type"], "text/plain");
+    assert!(headers.contains_key("date"));
+
+    // A proxied request on the same connection, then challenges again.
+    conn.get_mut()
+        .write_all(b"GET /after HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(&mut conn, false).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains(r#""upstream":"up""#), "{body}");
+
+    // Pipelined: a GET, a HEAD and a miss in one write, answered in order.
+    let head = format!("HEAD {PATH}tok HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    let miss = format!("GET {PATH}unknown HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    conn.get_mut()
+        .write_all(format!("{get}{head}{miss}").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut conn, false).await.2, "tok.thumb");
+    let (status, headers, body) = read_response(&mut conn, true).await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
+    assert_eq!(headers["content-length"], "9");
+    let (status, _, body) = read_response(&mut conn, false).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 404 Not Found", "unknown challenge token\n")
+    );
+
+    // `Connection: close` is honoured: the answer, then the end of the connection.
+    conn.get_mut()
+        .write_all(
+            format!("GET {PATH}tok HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (_, headers, body) = read_response(&mut conn, false).await;
+    assert_eq!(
+        (headers["connection"].as_str(), body.as_str()),
+        ("close", "tok.thumb")
+    );
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).await.unwrap(), 0);
+
+    // HTTP/1.0 closes unless asked to keep the connection.
+    let mut old = tokio::net::TcpStream::connect(("127.0.0.1", e.http))
+        .await
+        .unwrap();
+    old.write_all(format!("GET {PATH}tok HTTP/1.0\r\nHost: site.test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut all = String::new();
+    old.read_to_string(&mut all).await.unwrap();
+    assert!(
+        all.contains("Connection: close\r\n") && all.ends_with("\r\n\r\ntok.thumb"),
+        "{all}"
+    );
+
+    // Every answer and the miss are counted, whichever path answered them.
+    let text = e.metrics().await;
+    assert!(
+        text.contains(r#"edgeward_acme_challenge_requests_total{result="hit"} 5"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"edgeward_acme_challenge_requests_total{result="miss"} 1"#),
+        "{text}"
+    );
+}

@@ -192,6 +192,34 @@ async fn h2_is_negotiated_and_routed() {
         (v["upstream"].as_str(), v["path"].as_str()),
         (Some("up"), Some("/via-h2"))
     );
+
+    // Challenges are answered over TLS too: HTTP/2 by Pingora's session, HTTP/1.1 in front of it.
+    let body = r#"{"host": "h2.test", "key_authorization": "tls-tok.k"}"#;
+    assert_eq!(
+        e.api("PUT", "/v1/challenges/tls-tok", Some(body)).await.0,
+        200
+    );
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.root_pem()).unwrap())
+        .resolve("h2.test", ([127, 0, 0, 1], e.https).into())
+        .http1_only()
+        .build()
+        .unwrap();
+    for (client, version) in [
+        (&client, reqwest::Version::HTTP_2),
+        (&h1, reqwest::Version::HTTP_11),
+    ] {
+        let resp = client
+            .get(format!(
+                "https://h2.test:{}/.well-known/acme-challenge/tls-tok",
+                e.https
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((resp.version(), resp.status().as_u16()), (version, 200));
+        assert_eq!(resp.text().await.unwrap(), "tls-tok.k");
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,382 @@
+//! The connection loop in front of Pingora's HTTP/1 session on listeners that answer ACME challenges.
+//!
+//! A challenge answer is a lookup and a fixed response, but going through Pingora's HTTP/1 machinery
+//! (session, request header map, `ProxyHttp` callbacks, response header map) costs several times the
+//! lookup. So each request head on the connection is looked at here first: a complete `GET`/`HEAD`
+//! for a known token of the request's host, with no body, is answered from here with the same bytes
+//! Pingora would send; anything else (other paths, misses, passthrough domains, fleet read-through,
+//! bodies, malformed or oversized heads, HTTP/2) is handed to Pingora with the bytes already read, and
+//! the connection comes back here after Pingora's response if it stays open. The decision is
+//! `challenge::decide`, the same as the `request_filter` path's, so both answer alike.
+
+use super::challenge::{self, Decision};
+use crate::control::{unix_now, State};
+use crate::host::normalize_request_host;
+use crate::metrics;
+use async_trait::async_trait;
+use bytes::{Buf, Bytes, BytesMut};
+use http::Method;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::date::get_cached_date;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Idle time allowed between requests (and while a head arrives): Pingora's HTTP/1 default.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Longest request head answered here; longer ones go to Pingora, whose own limit then applies.
+const MAX_HEAD: usize = 4096;
+/// More header lines than this: handed to Pingora.
+const MAX_HEADERS: usize = 32;
+const GET_PREFIX: &[u8] = b"GET /.well-known/acme-challenge/";
+const HEAD_PREFIX: &[u8] = b"HEAD /.well-known/acme-challenge/";
+
+/// Wraps the HTTP application of a challenge-answering listener (the Pingora proxy).
+pub struct ChallengeFront<A> {
+    pub inner: Arc<A>,
+    pub state: Arc<State>,
+}
+
+/// What the bytes at the start of the buffer are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Could still become a challenge request: read more.
+    Incomplete,
+    /// Not answered here: hand the connection to Pingora.
+    Other,
+    /// A challenge this node answers: `len` bytes of request, then this response.
+    Answer {
+        len: usize,
+        body: Bytes,
+        head_only: bool,
+        keep_alive: bool,
+    },
+}
+
+/// Look at the request head at the start of `buf`. Pure: tested without a socket.
+pub fn examine(state: &State, buf: &[u8], now: u64) -> Head {
+    let could_be = |prefix: &[u8]| {
+        let n = buf.len().min(prefix.len());
+        buf[..n] == prefix[..n]
+    };
+    let (method, prefix) = if could_be(GET_PREFIX) {
+        (Method::GET, GET_PREFIX)
+    } else if could_be(HEAD_PREFIX) {
+        (Method::HEAD, HEAD_PREFIX)
+    } else {
+        return Head::Other;
+    };
+    if buf.len() < prefix.len() {
+        return Head::Incomplete;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Head::Incomplete,
+        _ => return Head::Other,
+    };
+    let (Some(version @ (0 | 1)), Some(target)) = (req.version, req.path) else {
+        return Head::Other;
+    };
+    let mut host = None;
+    let (mut close, mut keep_alive) = (false, false);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Head::Other;
+            }
+            host = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            if h.value.trim_ascii() != b"0" {
+                return Head::Other;
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Head::Other;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for option in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= option.eq_ignore_ascii_case(b"close");
+                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let Some(Ok(host)) = host.map(std::str::from_utf8) else {
+        return Head::Other;
+    };
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let host = normalize_request_host(host);
+    match challenge::decide(state, &method, path, &host, now) {
+        Decision::Answer(body) => Head::Answer {
+            len,
+            body,
+            head_only: method == Method::HEAD,
+            keep_alive: if version == 1 { !close } else { keep_alive },
+        },
+        Decision::NotFound | Decision::Proxy(_) => Head::Other,
+    }
+}
+
+/// The response Pingora writes for the same answer (`proxy::respond`), header for header.
+pub fn write_answer(out: &mut Vec<u8>, body: &[u8], head_only: bool, keep_alive: bool) {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Type: text/plain\r\nContent-Length: ",
+    );
+    let _ = write!(out, "{}", body.len());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(get_cached_date().as_bytes());
+    out.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nConnection: close\r\n\r\n"
+    });
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// What the connection does after the challenge loop.
+enum Next {
+    /// Hand it to Pingora: the buffer holds the start of a request that is not answered here.
+    Pingora,
+    Close,
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> ChallengeFront<A> {
+    /// Answer challenge requests on `stream` until one is not (or the connection ends).
+    async fn answer_challenges(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        shutdown: &mut ShutdownWatch,
+    ) -> Next {
+        let mut out = Vec::new();
+        let mut need_read = buf.is_empty();
+        loop {
+            if need_read {
+                if buf.is_empty() && *shutdown.borrow() {
+                    return Next::Close;
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(MAX_HEAD);
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)) => r,
+                    _ = shutdown.changed() => return Next::Close,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    // Closed, reset or idle: as Pingora does, close without an answer.
+                    _ => return Next::Close,
+                }
+            }
+            match examine(&self.state, buf, unix_now()) {
+                Head::Incomplete => need_read = true,
+                Head::Other => return Next::Pingora,
+                Head::Answer {
+                    len,
+                    body,
+                    head_only,
+                    keep_alive,
+                } => {
+                    let keep_alive = keep_alive && !*shutdown.borrow();
+                    buf.advance(len);
+                    out.clear();
+                    write_answer(&mut out, &body, head_only, keep_alive);
+                    metrics::CHALLENGE_HITS.inc();
+                    metrics::count_request(200);
+                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                        return Next::Close;
+                    }
+                    if !keep_alive {
+                        // TLS: send close_notify. TCP: dropping the socket sends the FIN after the
+                        // answer (no unread bytes), so a `shutdown` call would only cost a syscall.
+                        if stream.get_ssl_digest().is_some() {
+                            let _ = stream.shutdown().await;
+                        }
+                        return Next::Close;
+                    }
+                    need_read = buf.is_empty();
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ChallengeFront<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(
+            stream.selected_alpn_proto(),
+            Some(ALPN::H2 | ALPN::Custom(_))
+        ) {
+            // HTTP/2 (TLS listeners): Pingora's own loop, where `request_filter` answers challenges.
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let mut watch = shutdown.clone();
+        let mut buf = BytesMut::new();
+        loop {
+            if let Next::Close = self
+                .answer_challenges(&mut stream, &mut buf, &mut watch)
+                .await
+            {
+                return None;
+            }
+            // As Pingora's HTTP/1 loop: keep-alive unless shutting down. Pipelining stays off in
+            // Pingora, so a reused connection comes back with nothing read past its request.
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive((!*watch.borrow()).then_some(KEEPALIVE.as_secs()));
+            session.set_pipelined_prefix(buf.split());
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            stream = reused.consume().0;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenges::Challenge;
+
+    fn state() -> State {
+        let state = State::default();
+        state.challenges.insert(&Challenge {
+            token: "tok".into(),
+            host: "site.test".into(),
+            key_authorization: "tok.thumb".into(),
+            expires_at: 100,
+        });
+        state
+    }
+
+    fn answer(len: usize, head_only: bool, keep_alive: bool) -> Head {
+        Head::Answer {
+            len,
+            body: Bytes::from_static(b"tok.thumb"),
+            head_only,
+            keep_alive,
+        }
+    }
+
+    #[test]
+    fn answers_complete_challenge_heads() {
+        let s = state();
+        let ex = |req: &str| examine(&s, req.as_bytes(), 1);
+        let get = "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: site.test\r\n\r\n";
+        assert_eq!(ex(get), answer(get.len(), false, true));
+        // What follows the head (a pipelined request) is not part of it.
+        assert_eq!(
+            ex(&format!("{get}GET / HTTP/1.1\r\n")),
+            answer(get.len(), false, true)
+        );
+        let head = "HEAD /.well-known/acme-challenge/tok HTTP/1.1\r\nhost: SITE.test.:8080\r\n\r\n";
+        assert_eq!(ex(head), answer(head.len(), true, true));
+        let query = "GET /.well-known/acme-challenge/tok?x=1 HTTP/1.1\r\nHost: site.test\r\n\r\n";
+        assert_eq!(ex(query), answer(query.len(), false, true));
+        for (req, keep_alive) in [
+            ("HTTP/1.1\r\nConnection: close", false),
+            ("HTTP/1.1\r\nConnection: Upgrade, CLOSE", false),
+            ("HTTP/1.0", false),
+            ("HTTP/1.0\r\nConnection: keep-alive", true),
+            ("HTTP/1.1\r\nContent-Length: 0", true),
+        ] {
+            let req =
+                format!("GET /.well-known/acme-challenge/tok {req}\r\nHost: site.test\r\n\r\n");
+            assert_eq!(ex(&req), answer(req.len(), false, keep_alive), "{req}");
+        }
+    }
+
+    #[test]
+    fn waits_for_the_rest_of_a_possible_challenge_head() {
+        let s = state();
+        let full = "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: site.test\r\n\r\n";
+        for cut in [1, 4, 20, GET_PREFIX.len(), full.len() - 1] {
+            assert_eq!(
+                examine(&s, &full.as_bytes()[..cut], 1),
+                Head::Incomplete,
+                "{cut}"
+            );
+        }
+        assert_eq!(examine(&s, b"HEA", 1), Head::Incomplete);
+        // A head that never ends within the limit goes to Pingora (and its limits).
+        let long = format!(
+            "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nX: {}",
+            "a".repeat(MAX_HEAD)
+        );
+        assert_eq!(examine(&s, long.as_bytes(), 1), Head::Other);
+    }
+
+    #[test]
+    fn leaves_everything_else_to_pingora() {
+        let s = state();
+        let p = "/.well-known/acme-challenge/";
+        for req in [
+            "GET / HTTP/1.1\r\nHost: site.test\r\n\r\n".to_string(),
+            "GET /.well-known/other".to_string(),
+            "HEAD / HTTP/1.1".to_string(),
+            format!("POST {p}tok HTTP/1.1\r\nHost: site.test\r\n\r\n"),
+            format!("GET http://site.test{p}tok HTTP/1.1\r\nHost: site.test\r\n\r\n"),
+            format!("GET {p}tok HTTP/1.1\r\nHost: other.test\r\n\r\n"),
+            format!("GET {p}unknown HTTP/1.1\r\nHost: site.test\r\n\r\n"),
+            format!("GET {p}tok HTTP/1.1\r\n\r\n"),
+            format!("GET {p}tok HTTP/1.1\r\nHost: site.test\r\nHost: x.test\r\n\r\n"),
+            format!("GET {p}tok HTTP/1.1\r\nHost: site.test\r\nContent-Length: 3\r\n\r\nabc"),
+            format!(
+                "GET {p}tok HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            format!("GET {p}tok HTTP/2.0\r\nHost: site.test\r\n\r\n"),
+            format!("GET {p}tok HTTP/1.1\r\nHost: site.test\r\nBad Header\r\n\r\n"),
+            format!("GET {p}tok/x HTTP/1.1\r\nHost: site.test\r\n\r\n"),
+            format!(
+                "GET {p}tok HTTP/1.1\r\nHost: site.test\r\n{}\r\n",
+                "X: y\r\n".repeat(MAX_HEADERS)
+            ),
+        ] {
+            assert_eq!(examine(&s, req.as_bytes(), 1), Head::Other, "{req:?}");
+        }
+        let not_utf8 =
+            b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: site\xff.test\r\n\r\n";
+        assert_eq!(examine(&s, not_utf8, 1), Head::Other);
+        // Expired.
+        let get = "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: site.test\r\n\r\n";
+        assert_eq!(examine(&s, get.as_bytes(), 100), Head::Other);
+    }
+
+    #[test]
+    fn the_answer_matches_pingoras() {
+        let mut out = Vec::new();
+        write_answer(&mut out, b"tok.thumb", false, true);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "tok.thumb");
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(
+            lines[..4],
+            [
+                "HTTP/1.1 200 OK",
+                "Cache-Control: no-store",
+                "Content-Type: text/plain",
+                "Content-Length: 9"
+            ]
+        );
+        assert!(lines[4].starts_with("Date: ") && lines[4].ends_with(" GMT"));
+        assert_eq!(lines[5], "Connection: keep-alive");
+
+        let mut out = Vec::new();
+        write_answer(&mut out, b"tok.thumb", true, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\nConnection: close\r\n\r\n"), "{text}");
+    }
+}
