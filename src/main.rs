@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc malloc: the proxy path allocates per request inside Pingora, and glibc's
-/// malloc/free were 14% of the CPU of a proxied request (benches/compare.sh, BENCHMARKS.md).
+/// malloc/free were 14% of the CPU of a proxied request (benches/compare.sh, BENCHMARKS.md). OpenSSL's
+/// own allocations are routed to it too, first thing in `main` (`tls::ossl`).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -130,7 +131,12 @@ enum ChallengeCmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything touches OpenSSL.
+    let openssl_on_mimalloc = edgeward::tls::ossl::allocate_with_mimalloc();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if !openssl_on_mimalloc {
+        log::warn!("OpenSSL allocated before start-up could route it to mimalloc; it keeps glibc malloc");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Some(cmd) => run_client(cmd, cli.admin, cli.conf),

@@ -180,10 +180,18 @@ fn parse_chain(chain_pem: &str) -> Result<Vec<X509>, CertError> {
         .collect()
 }
 
-/// A private key from PEM, through OpenSSL's provider decoders. (The legacy SEC1 `EcKey` DER path is
-/// 5x cheaper to parse, but each legacy EC key carries its own copy of the curve: +2 KB of RSS per
-/// certificate at 100k, measured. Kept out until issue 6 weighs start-up time against memory.)
+/// A private key from PEM. Stored keys are PKCS#8 (`storable_key`): those go to the one decoder for
+/// their type (`ossl::private_key_from_pkcs8`, 1.5x cheaper); anything else, and any key that fast path
+/// refuses, through OpenSSL's general PEM reader. (The legacy SEC1 `EcKey` path parses faster still,
+/// but OpenSSL 3 converts a legacy key at its first handshake and keeps both: +2 KB per certificate.)
 fn parse_key(key_pem: &str) -> Result<PKey<Private>, CertError> {
+    if let Ok(block) = pem::parse(key_pem) {
+        if block.tag() == "PRIVATE KEY" {
+            if let Some(key) = super::ossl::private_key_from_pkcs8(block.contents()) {
+                return Ok(key);
+            }
+        }
+    }
     PKey::private_key_from_pem(key_pem.as_bytes())
         .map_err(|e| CertError::Key(format!("not a PEM private key ({e})")))
 }

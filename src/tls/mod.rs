@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod bundle;
+pub mod ossl;
 pub mod store;
 
 pub use bundle::{CertBundle, CertError, CertRecord, CertSource};
