@@ -69,6 +69,8 @@ class Edgeward(Proxy):
         state = os.path.join(self.work, "state")
         shutil.rmtree(state, ignore_errors=True)
         shutil.copytree(os.path.join(self.data, "state"), state, symlinks=True)
+        # The copy is set-up, not start-up: its writeback must not compete with the start measured next.
+        os.sync()
         with open(os.path.join(self.work, "token"), "w") as f:
             f.write(TOKEN)
         https = f'\n  https: ["127.0.0.1:{HTTPS}"]' if self.tls else ""

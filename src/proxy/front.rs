@@ -15,6 +15,7 @@ use crate::host::normalize_request_host;
 use crate::metrics;
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::Method;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::date::get_cached_date;
@@ -157,16 +158,21 @@ impl<A: HttpServerApp + Send + Sync + 'static> ChallengeFront<A> {
         let mut need_read = buf.is_empty();
         loop {
             if need_read {
-                if buf.is_empty() && *shutdown.borrow() {
-                    return Next::Close;
-                }
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(MAX_HEAD);
                 }
-                let read = tokio::select! {
-                    biased;
-                    r = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)) => r,
-                    _ = shutdown.changed() => return Next::Close,
+                let read = if *shutdown.borrow() {
+                    // Shutting down: serve what has already arrived, wait for nothing (as Pingora).
+                    match stream.read_buf(buf).now_or_never() {
+                        Some(r) => Ok(r),
+                        None => return Next::Close,
+                    }
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)) => r,
+                        _ = shutdown.changed() => return Next::Close,
+                    }
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => {}
