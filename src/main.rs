@@ -135,7 +135,9 @@ fn main() -> ExitCode {
     let openssl_on_mimalloc = edgeward::tls::ossl::allocate_with_mimalloc();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if !openssl_on_mimalloc {
-        log::warn!("OpenSSL allocated before start-up could route it to mimalloc; it keeps glibc malloc");
+        log::warn!(
+            "OpenSSL allocated before start-up could route it to mimalloc; it keeps glibc malloc"
+        );
     }
     let cli = Cli::parse();
     let result = match cli.command {
