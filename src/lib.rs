@@ -7,6 +7,8 @@
 //! - `config`: the YAML file (Pingora keys at the top, ours under `edgeward:`), validated.
 //! - `host`, `domain`, `challenges`: the objects and their validation.
 //! - `routes`, `pools`: what the proxy reads per request; lookups only.
+//! - `proxy`: Pingora's `ProxyHttp`, with `proxy::front` answering challenge hits on HTTP/1 connections
+//!   before Pingora's session and handing everything else to it.
 //! - `control`: the single writer; every change is durable before it is live.
 //! - `store`: the durable truth (`DirStore` by default).
 //! - `tls`: certificates parsed once when published, picked per SNI in the TLS callback.
