@@ -70,6 +70,49 @@ fn challenge_lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// The challenge front's per-request work on a request head as wrk sends it: a hit (examine + the
+/// answer's bytes), and the prefix check every other request pays before going to Pingora.
+fn challenge_front(c: &mut Criterion) {
+    use edgeward::proxy::front::{examine, write_answer, Head};
+    let mut g = c.benchmark_group("challenge_front");
+    for n in SIZES {
+        let state = edgeward::control::State::default();
+        for i in 0..n {
+            state.challenges.insert(&Challenge {
+                token: format!("tok{i}"),
+                host: format!("host{i}.bench.test"),
+                key_authorization: format!("tok{i}.Thumbprint_0123456789abcdefghijklmnopqrstuv"),
+                expires_at: u64::MAX,
+            });
+        }
+        let hit = format!(
+            "GET /.well-known/acme-challenge/tok{i} HTTP/1.1\r\nHost: host{i}.bench.test\r\n\r\n",
+            i = n / 2
+        );
+        let mut out = Vec::with_capacity(512);
+        g.bench_with_input(BenchmarkId::new("hit_and_answer", n), &n, |b, _| {
+            b.iter(|| match examine(&state, black_box(hit.as_bytes()), 1) {
+                Head::Answer {
+                    body,
+                    head_only,
+                    keep_alive,
+                    ..
+                } => {
+                    out.clear();
+                    write_answer(&mut out, &body, head_only, keep_alive);
+                    out.len()
+                }
+                other => panic!("{other:?}"),
+            })
+        });
+        let other = "GET / HTTP/1.1\r\nHost: host1.bench.test\r\n\r\n";
+        g.bench_with_input(BenchmarkId::new("not_a_challenge", n), &n, |b, _| {
+            b.iter(|| examine(&state, black_box(other.as_bytes()), 1))
+        });
+    }
+    g.finish();
+}
+
 fn route_lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_lookup");
     let pools = Pools::new(Duration::from_secs(1));
@@ -134,5 +177,11 @@ fn one_change(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, challenge_lookup, route_lookup, one_change);
+criterion_group!(
+    benches,
+    challenge_lookup,
+    challenge_front,
+    route_lookup,
+    one_change
+);
 criterion_main!(benches);
