@@ -242,6 +242,19 @@ async fn one_connection_mixes_answers_proxied_requests_and_pipelined_challenges(
         "{all}"
     );
 
+    // A malformed head that starts like a challenge goes to Pingora, which refuses it.
+    let mut bad = tokio::net::TcpStream::connect(("127.0.0.1", e.http))
+        .await
+        .unwrap();
+    bad.write_all(
+        format!("GET {PATH}tok HTTP/1.1\r\nHost: site.test\r\nBad Header\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = String::new();
+    bad.read_to_string(&mut all).await.unwrap();
+    assert!(all.starts_with("HTTP/1.1 400 "), "{all}");
+
     // Every answer and the miss are counted, whichever path answered them.
     let text = e.metrics().await;
     assert!(
