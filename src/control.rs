@@ -599,15 +599,16 @@ mod tests {
     use crate::store::DirStore;
     use std::time::Duration;
 
+    fn control_on(store: Arc<dyn Store>) -> Arc<Control> {
+        Arc::new(Control::new(store, Pools::new(Duration::from_secs(1))))
+    }
+
     /// Concurrent requests share writes, yet each is checked on its own and answered for itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn group_commit_answers_each_request() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(DirStore::open(dir.path()).unwrap());
-        let control = Arc::new(Control::new(
-            store.clone(),
-            Pools::new(Duration::from_secs(1)),
-        ));
+        let control = control_on(store.clone());
         let mut tasks = Vec::new();
         for i in 0..200 {
             let c = control.clone();
@@ -672,10 +673,7 @@ mod tests {
             inner: DirStore::open(dir.path()).unwrap(),
             sizes: Default::default(),
         });
-        let control = Arc::new(Control::new(
-            store.clone(),
-            Pools::new(Duration::from_secs(1)),
-        ));
+        let control = control_on(store.clone());
         let mut tasks = Vec::new();
         for i in 0..100 {
             let c = control.clone();
@@ -704,7 +702,7 @@ mod tests {
     async fn a_cancelled_caller_does_not_strand_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(DirStore::open(dir.path()).unwrap());
-        let control = Arc::new(Control::new(store, Pools::new(Duration::from_secs(1))));
+        let control = control_on(store);
         let mut waited = Vec::new();
         for i in 0..100 {
             let c = control.clone();
