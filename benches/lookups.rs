@@ -2,12 +2,11 @@
 //! shows whether a cost grows with the number of domains.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use edgeward::challenges::{Challenge, Challenges};
 use edgeward::control::Control;
-use edgeward::domain::{ChallengeMode, Domain, TlsMode};
+use edgeward::model::{Challenge, ChallengeMode, Change, Domain, TlsMode};
 use edgeward::pools::Pools;
-use edgeward::routes::{Route, Routes};
-use edgeward::store::{Change, DirStore};
+use edgeward::state::{Challenges, Route, Routes, State};
+use edgeward::store::DirStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +75,7 @@ fn challenge_front(c: &mut Criterion) {
     use edgeward::proxy::front::{examine, write_answer, Head};
     let mut g = c.benchmark_group("challenge_front");
     for n in SIZES {
-        let state = edgeward::control::State::default();
+        let state = Arc::new(State::default());
         for i in 0..n {
             state.challenges.insert(&Challenge {
                 token: format!("tok{i}"),
@@ -90,6 +89,7 @@ fn challenge_front(c: &mut Criterion) {
             i = n / 2
         );
         let mut out = Vec::with_capacity(512);
+        let state = state.reader();
         g.bench_with_input(BenchmarkId::new("hit_and_answer", n), &n, |b, _| {
             b.iter(|| match examine(&state, black_box(hit.as_bytes()), 1) {
                 Head::Answer {
@@ -156,8 +156,9 @@ fn one_change(c: &mut Criterion) {
 
         // The whole admin path: checks, durable write (fsync) to a state directory, memory.
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(DirStore::open(dir.path()).unwrap());
+        let store = Arc::new(DirStore::open_writer(dir.path()).unwrap());
         let control = std::sync::Arc::new(Control::new(store, Pools::new(Duration::from_secs(1))));
+        control.open_writes();
         rt.block_on(async {
             let all: Vec<Change> = (0..n).map(|i| Change::PutDomain(domain(i))).collect();
             for chunk in all.chunks(10_000) {

@@ -1,27 +1,39 @@
 //! Assembly: from a validated `Config` to a Pingora `Server` with the proxy listeners, the admin API and
-//! the background services. Loading state happens here, before Pingora forks or takes over sockets.
+//! the background services.
+//!
+//! Start-up reads and never writes before Pingora has taken the listening sockets (`bootstrap`): the
+//! state is loaded (`prepare`), followed on a thread while bootstrap waits for the process an upgrade
+//! replaces, and written only by the `StateWriter` service once this process owns the store. `-t` is
+//! `prepare` alone.
 
+use crate::admin::listener::AdminService;
 use crate::admin::{self, auth, AdminApp};
 use crate::config::Config;
-use crate::control::{unix_now, Control};
+use crate::control::handover::{Follower, Handover, StateWriter};
+use crate::control::Control;
+use crate::model::Challenge;
 use crate::pools::Pools;
-use crate::proxy::EdgeProxy;
-use crate::store::{Change, DirStore, Store};
+use crate::proxy::front::{Challenges, Front};
+use crate::proxy::{EdgeProxy, ReadThrough};
+use crate::store::etcd::EtcdStore;
+use crate::store::{DirStore, Store};
 use crate::tls::accept::SniResolver;
 use anyhow::Context;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::Opt;
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What `prepare` opened: the control plane and, in fleet mode, the etcd store to watch.
+/// What `prepare` loaded: the control plane, how it follows the store, and in fleet mode the etcd
+/// store to watch.
 pub struct Prepared {
     pub control: Arc<Control>,
-    pub etcd: Option<crate::store::etcd::EtcdStore>,
+    pub follower: Follower,
+    pub etcd: Option<EtcdStore>,
 }
 
 /// The runtime that owns the etcd client's connections for the life of the process (the client's
@@ -38,74 +50,53 @@ fn etcd_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Open the store, load it and apply the seed list: everything `-t` checks and `run` needs.
+/// Open the store and load it into memory, reading only: everything `-t` checks and `run` needs.
 pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
-    let (store, etcd): (Arc<dyn Store>, _) = match &config.etcd {
+    let started = std::time::Instant::now();
+    let (control, follower, etcd) = match &config.etcd {
         Some(cfg) => {
             let s = etcd_runtime()
-                .block_on(crate::store::etcd::EtcdStore::connect(cfg))
+                .block_on(EtcdStore::connect(cfg))
                 .with_context(|| format!("connecting to etcd at {:?}", cfg.endpoints))?;
-            (Arc::new(s.clone()), Some(s))
+            let snap = etcd_runtime().block_on(s.load())?;
+            let control = new_control(config, Arc::new(s.clone()));
+            control.restore(snap)?;
+            let follower = Follower::fleet(control.clone());
+            (control, follower, Some(s))
         }
         None => {
-            let s = DirStore::open(&config.state_dir).with_context(|| {
-                format!("opening state directory {}", config.state_dir.display())
-            })?;
-            (Arc::new(s), None)
+            let s = DirStore::open(&config.state_dir)?;
+            let (snap, tail) = s.snapshot()?;
+            let control = new_control(config, Arc::new(s.clone()));
+            control.restore(snap)?;
+            let follower = Follower::dir(control.clone(), s, tail);
+            (control, follower, None)
         }
     };
-    let control = Arc::new(Control::new(
-        store.clone(),
-        Pools::new(config.connect_timeout),
-    ));
+    let state = control.state();
+    log::info!(
+        "loaded {} domains, {} challenges and {} certificates from {} in {:?}",
+        state.routes.len(),
+        state.challenges.len(),
+        state.certs.len(),
+        config.state_dir.display(),
+        started.elapsed()
+    );
+    release_freed_memory();
+    Ok(Prepared {
+        control,
+        follower,
+        etcd,
+    })
+}
+
+fn new_control(config: &Config, store: Arc<dyn Store>) -> Arc<Control> {
+    let control = Arc::new(Control::new(store, Pools::new(config.connect_timeout)));
     control
-        .state
+        .state()
         .certs
         .set_default(config.default_certificate.clone());
-    let start_up;
-    let rt = if etcd.is_some() {
-        etcd_runtime()
-    } else {
-        start_up = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building the start-up runtime")?;
-        &start_up
-    };
-    rt.block_on(async {
-        let started = std::time::Instant::now();
-        let snap = store.load().await?;
-        let loaded = started.elapsed();
-        let (domains, challenges, certs) = (
-            snap.domains.len(),
-            snap.challenges.len(),
-            snap.certificates.len(),
-        );
-        control.restore(snap).await?;
-        log::info!(
-            "restored {domains} domains, {challenges} challenges and {certs} certificates from {} \
-             (read {loaded:?}, total {:?})",
-            config.state_dir.display(),
-            started.elapsed()
-        );
-        let seeds: Vec<Change> = config
-            .seeds
-            .iter()
-            .filter(|d| control.domain(&d.host).as_ref() != Some(*d))
-            .cloned()
-            .map(Change::PutDomain)
-            .collect();
-        if !seeds.is_empty() {
-            log::info!(
-                "applying {} domains from the configuration's seed list",
-                seeds.len()
-            );
-            control.apply(seeds).await?;
-        }
-        anyhow::Ok(())
-    })?;
-    release_freed_memory();
-    Ok(Prepared { control, etcd })
+    control
 }
 
 /// Start-up read every state file into memory before parsing it; hand that transient heap back to
@@ -125,7 +116,11 @@ fn release_freed_memory() {
 
 /// Build the server with every service; the caller runs it.
 pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Server> {
-    let Prepared { control, etcd } = prepared;
+    let Prepared {
+        control,
+        follower,
+        etcd,
+    } = prepared;
     if etcd.is_some() && opt.daemon {
         anyhow::bail!("-d with edgeward.state.etcd is not supported: run edgeward in the foreground (systemd)");
     }
@@ -138,11 +133,26 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     }
     crate::metrics::init();
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
+    let phases = server.watch_execution_phase();
+    // Take the sockets over (an upgrade: wait for the old process to send them) while following what
+    // the old process still writes. The thread stops before Pingora may fork (`-d`).
+    let following = follower.spawn_thread();
     server.bootstrap();
+    let follower = following.stop();
     let conf = server.configuration.clone();
+    let handover = Arc::new(Handover::default());
 
-    // One proxy service per kind of listener: (TLS or not) x (intercepting challenges or not).
-    for (tls, intercept) in [(false, true), (false, false), (true, true), (true, false)] {
+    // One proxy service per kind of listener: (TLS or not) x (answering challenges or not).
+    let read_through = etcd
+        .clone()
+        .map(|s| Arc::new(EtcdReadThrough(s)) as Arc<dyn ReadThrough>);
+    for (tls, challenges) in [
+        (false, Challenges::Answer),
+        (false, Challenges::Proxy),
+        (true, Challenges::Answer),
+        (true, Challenges::Proxy),
+    ] {
+        let intercept = challenges == Challenges::Answer;
         let group: Vec<_> = config
             .listeners
             .iter()
@@ -152,14 +162,12 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             continue;
         }
         let proxy = EdgeProxy {
-            state: control.state.clone(),
+            state: control.state().reader(),
             intercept_acme_challenges: intercept,
             tls,
             https_redirect_port: config.https_redirect_port,
             connect_timeout: config.connect_timeout,
-            read_through: etcd
-                .clone()
-                .map(|s| Arc::new(s) as Arc<dyn crate::challenges::ReadThrough>),
+            read_through: read_through.clone(),
         };
         let name = format!(
             "edgeward {}{}",
@@ -170,35 +178,33 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
                 " (challenges proxied)"
             }
         );
-        // Intercepting listeners: challenge requests are answered in front of Pingora's HTTP session.
-        let proxy = pingora_proxy::http_proxy(&conf, proxy);
-        if intercept {
-            let front = crate::proxy::front::ChallengeFront {
-                inner: Arc::new(proxy),
-                state: control.state.clone(),
-            };
-            let mut svc = Service::new(name, front);
-            add_listeners(&mut svc, &group, &control, &conf)?;
-            server.add_service(svc);
-        } else {
-            let mut svc = Service::new(name, proxy);
-            add_listeners(&mut svc, &group, &control, &conf)?;
-            server.add_service(svc);
-        }
+        // Every HTTP/1 request head is read in front of Pingora's session (challenge answers, and the
+        // bounded wait for a request at a graceful shutdown).
+        let front = Front {
+            inner: Arc::new(pingora_proxy::http_proxy(&conf, proxy)),
+            state: control.state().reader(),
+            challenges,
+            request_wait: config.request_wait,
+        };
+        let mut svc = Service::new(name, front);
+        add_listeners(&mut svc, &group, &control, &conf)?;
+        server.add_service(svc);
     }
 
-    let app = AdminApp {
+    let app = Arc::new(AdminApp {
         control: control.clone(),
         token,
         limits: admin::ops::Limits {
             policy: config.policy,
             challenge_ttl: config.challenge_ttl_seconds,
         },
-    };
-    let mut admin_svc = Service::new("edgeward admin".to_string(), app);
-    admin_svc.threads = Some(1);
-    admin_svc.add_tcp(&config.admin_listen.to_string());
-    server.add_service(admin_svc);
+    });
+    server.add_service(AdminService {
+        app,
+        addr: config.admin_listen,
+        handover: handover.clone(),
+        request_wait: config.request_wait,
+    });
 
     if let Some(acme) = config.acme.clone() {
         let manager = crate::acme::manager::Manager::new(acme, control.clone())
@@ -211,7 +217,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     if let Some(store) = etcd {
         server.add_service(background_service(
             "fleet watch",
-            crate::store::fleet::FleetWatch {
+            crate::control::fleet::FleetWatch {
                 store,
                 control: control.clone(),
             },
@@ -220,35 +226,59 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     let health = control.pools().health_service(config.health_check_interval);
     server.add_service(background_service("upstream health checks", health));
     server.add_service(background_service(
-        "challenge expiry",
-        ChallengeExpiry {
-            control,
-            every: Duration::from_secs(30),
+        "state writer",
+        StateWriter {
+            follower: Mutex::new(Some(follower)),
+            seeds: config.seeds,
+            handover: handover.clone(),
+            drain_limit: config.request_wait + Duration::from_secs(2),
+        },
+    ));
+    server.add_service(background_service(
+        "upgrade hand-over",
+        HandoverWatch {
+            phases: Mutex::new(Some(phases)),
+            handover,
         },
     ));
     Ok(server)
 }
 
-/// Removes expired challenge tokens from memory and the store.
-struct ChallengeExpiry {
-    control: Arc<Control>,
-    every: Duration,
+/// Fleet mode: a challenge token not in memory yet is read from etcd before answering 404.
+struct EtcdReadThrough(EtcdStore);
+
+#[async_trait]
+impl ReadThrough for EtcdReadThrough {
+    async fn fetch(&self, token: &str) -> Option<Challenge> {
+        self.0.fetch_challenge(token).await
+    }
+}
+
+/// Turns Pingora's "sockets sent to the new process" into the hand-over of this process's services.
+struct HandoverWatch {
+    phases: Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+    handover: Arc<Handover>,
 }
 
 #[async_trait]
-impl BackgroundService for ChallengeExpiry {
+impl BackgroundService for HandoverWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.every);
+        let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
         loop {
-            tokio::select! {
+            let phase = tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    match self.control.expire_challenges(unix_now()).await {
-                        Ok(0) => {}
-                        Ok(n) => log::info!("expired {n} challenge tokens"),
-                        Err(e) => log::warn!("challenge expiry failed, will retry: {e}"),
-                    }
+                p = phases.recv() => p,
+            };
+            match phase {
+                Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => {
+                    log::info!("listening sockets sent to the new process");
+                    self.handover.sockets_sent();
+                    return;
                 }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     }
@@ -265,7 +295,7 @@ fn add_listeners<A>(
         let addr = l.addr.to_string();
         if l.tls {
             let resolver = SniResolver {
-                state: control.state.clone(),
+                certs: control.state().reader().certs(),
             };
             let mut settings = TlsSettings::with_callbacks(Box::new(resolver))
                 .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;

@@ -161,12 +161,13 @@ fn run_server(
 ) -> anyhow::Result<()> {
     let path = conf.ok_or_else(|| anyhow::anyhow!("no configuration file: pass -c FILE"))?;
     let config = config::load(&path)?;
+    // Reads only: `-t` never writes, never takes the state directory's lock, never waits for it.
     let prepared = app::prepare(&config)?;
     if test {
         println!(
             "{}: configuration OK, state OK ({} domains)",
             path.display(),
-            prepared.control.domains().len()
+            prepared.control.state().routes.len()
         );
         return Ok(());
     }

@@ -156,6 +156,40 @@ pub static ACME_EXPIRING_7D: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static STATE_WRITE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_state_write_errors_total",
+        "Failed state directory operations, by stage (append: a write answered as failed; cut: \
+         removing a failed write's bytes; rotate, checkpoint: retried in the background)",
+        &["stage"]
+    )
+    .expect("metric registers once")
+});
+
+pub static STATE_FOLLOWED_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "edgeward_state_followed_changes_total",
+        "Changes read from another process's journal (graceful upgrade) and applied to memory"
+    )
+    .expect("metric registers once")
+});
+
+pub static STATE_FOLLOW_RESYNCS: LazyLock<IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "edgeward_state_follow_resyncs_total",
+        "Times a followed journal could not prove continuity and the whole state was read again"
+    )
+    .expect("metric registers once")
+});
+
+pub static STATE_WRITER: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_state_writer",
+        "1 while this process writes the state (0: waiting for, or handed over to, another process)"
+    )
+    .expect("metric registers once")
+});
+
 /// Make every metric visible in the exposition from start-up, at zero.
 pub fn init() {
     LazyLock::force(&REQUESTS_BY_CLASS);
@@ -170,6 +204,11 @@ pub fn init() {
         ACME_ORDERS.with_label_values(&[result]);
     }
     ACME_RENEWALS.inc_by(0);
+    for stage in ["append", "cut", "rotate", "checkpoint"] {
+        STATE_WRITE_ERRORS.with_label_values(&[stage]);
+    }
+    STATE_FOLLOWED_CHANGES.inc_by(0);
+    STATE_FOLLOW_RESYNCS.inc_by(0);
     for g in [
         &*DOMAINS,
         &*CHALLENGE_TOKENS,
@@ -179,6 +218,7 @@ pub fn init() {
         &*CERT_SOONEST_EXPIRY,
         &*ACME_BUDGET_LEFT,
         &*ACME_EXPIRING_7D,
+        &*STATE_WRITER,
     ] {
         g.add(0);
     }

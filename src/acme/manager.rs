@@ -5,13 +5,13 @@
 
 use super::client::{self, CaHttp, Issued, OrderError, Responder};
 use super::schedule::{jitter_of, next_attempt, renew_at};
-use super::{AccountRecord, AcmeConfig, CertState, CertStatus};
-use crate::challenges::Challenge;
+use super::{AcmeConfig, CertState, CertStatus};
+use crate::control::handover::{until_closed, until_writable};
 use crate::control::{unix_now, ApplyError, Control};
-use crate::domain::TlsMode;
 use crate::metrics;
-use crate::store::Change;
-use crate::tls::{rfc3339, CertRecord, CertSource};
+use crate::model::{AccountRecord, Challenge, Change, TlsMode};
+use crate::model::{CertRecord, CertSource};
+use crate::tls::rfc3339;
 use async_trait::async_trait;
 use instant_acme::Account;
 use pingora_core::server::ShutdownWatch;
@@ -218,7 +218,14 @@ impl Manager {
                 .filter(|_| self.ari_offered())
                 .and_then(|b| client::cert_id(&b.leaf));
             tokio::spawn(async move {
-                me.run_order(&host, renewal, replaces, &lock).await;
+                // A graceful upgrade hands the writer role over: the order stops here and the new
+                // process, which finds the certificate still due, orders it.
+                tokio::select! {
+                    _ = me.run_order(&host, renewal, replaces, &lock) => {}
+                    _ = until_closed(&me.control) => {
+                        log::info!("order for {host} left to the new process (graceful upgrade)");
+                    }
+                }
                 me.control.unlock(lock).await;
                 drop(permit);
                 me.control.wake_watchers();
@@ -261,10 +268,7 @@ impl Manager {
         let keep: std::collections::HashSet<&str> = auto.iter().map(String::as_str).collect();
         self.tracks()
             .retain(|h, t| t.in_flight || keep.contains(h.as_str()));
-        self.control
-            .state
-            .acme_status
-            .retain(|h, _| keep.contains(h.as_str()));
+        self.control.retain_acme_status(|h| keep.contains(h));
     }
 
     /// How long the order lock outlives this node's last keep-alive.
@@ -489,10 +493,7 @@ impl Manager {
             last_error: t.last_error.clone(),
             next_attempt: (t.failures > 0 || t.next_attempt > now).then(|| rfc3339(t.next_attempt)),
         };
-        self.control
-            .state
-            .acme_status
-            .insert(host.to_string(), status);
+        self.control.set_acme_status(host, status);
     }
 }
 
@@ -561,11 +562,16 @@ pub struct ManagerService(pub Arc<Manager>);
 impl BackgroundService for ManagerService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let m = &self.0;
+        // Orders are writes: none before this process owns the store, none after it handed it over.
+        if !until_writable(&m.control, &mut shutdown).await {
+            return;
+        }
         let changed = m.control.watch();
         loop {
             let sleep = m.tick().await;
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = until_closed(&m.control) => return,
                 _ = changed.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }

@@ -1,9 +1,8 @@
 //! The ACME certificate manager: domains with `tls: "auto"` get a certificate from the CA through
 //! edgeward's own HTTP-01 responder, and keep it renewed. `client` is the only code talking to the CA;
-//! `schedule` is pure (when to renew, when to retry); `budget` is the persisted new-order budget;
-//! `manager` is the background service that ties them together.
+//! `schedule` is pure (when to renew, when to retry); the persisted account and new-order budget
+//! are records (`model::acme`); `manager` is the background service that ties them together.
 
-pub mod budget;
 pub mod client;
 pub mod manager;
 pub mod schedule;
@@ -34,23 +33,6 @@ pub struct AcmeConfig {
     pub retry_max_seconds: u64,
     /// How long one order may wait for the CA (validation, issuance).
     pub order_timeout_seconds: u64,
-}
-
-/// The stored ACME account: which directory it belongs to and instant-acme's credentials (secret).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountRecord {
-    pub directory: String,
-    pub credentials: String,
-}
-
-impl std::fmt::Debug for AccountRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountRecord")
-            .field("directory", &self.directory)
-            .field("credentials", &"<redacted>")
-            .finish()
-    }
 }
 
 /// What `GET /v1/domains/{host}` shows under `certificate` for a `tls: "auto"` domain.

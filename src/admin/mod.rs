@@ -2,11 +2,12 @@
 //! bearer token. A call that changes something returns once the change is durable and live.
 
 pub mod auth;
+pub mod listener;
 pub mod ops;
 
 use crate::control::{ApplyError, Control};
-use crate::domain::FieldError;
-use crate::store::{Change, StoreError};
+use crate::model::{Change, FieldError};
+use crate::store::StoreError;
 use crate::tls::CertInfo;
 use async_trait::async_trait;
 use auth::AdminToken;
@@ -145,16 +146,18 @@ impl AdminApp {
                     ops::domain_host(&decoded(host)).map(|host| Change::DeleteCertificate { host });
                 self.change(r, StatusCode::NO_CONTENT).await
             }
-            ("POST", ["v1", "batch"]) => match ops::batch(body, self.limits) {
-                Ok(changes) => {
-                    let n = changes.len();
-                    match self.control.apply(changes).await {
-                        Ok(()) => reply(StatusCode::OK, &json!({"applied": n})),
-                        Err(e) => apply_error(e),
+            ("POST", ["v1", "batch"]) => {
+                match ops::batch(body, self.limits, self.control.atomic_limit()) {
+                    Ok(changes) => {
+                        let n = changes.len();
+                        match self.control.apply(changes).await {
+                            Ok(()) => reply(StatusCode::OK, &json!({"applied": n})),
+                            Err(e) => apply_error(e),
+                        }
                     }
+                    Err(e) => field_error(e),
                 }
-                Err(e) => field_error(e),
-            },
+            }
             (_, ["metrics"])
             | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams" | "certificates", ..]) => {
                 error(
@@ -167,16 +170,10 @@ impl AdminApp {
     }
 
     /// A domain as the API shows it: the stored object, plus `certificate` for `tls: "auto"`.
-    fn domain_view(&self, d: &crate::domain::Domain) -> serde_json::Value {
+    fn domain_view(&self, d: &crate::model::Domain) -> serde_json::Value {
         let mut v = serde_json::to_value(d).unwrap_or_default();
-        if d.tls == crate::domain::TlsMode::Auto {
-            let status = self
-                .control
-                .state
-                .acme_status
-                .get(&d.host)
-                .map(|s| s.clone())
-                .unwrap_or_default();
+        if d.tls == crate::model::TlsMode::Auto {
+            let status = self.control.acme_status(&d.host).unwrap_or_default();
             v["certificate"] = serde_json::to_value(status).unwrap_or_default();
         }
         v
@@ -277,6 +274,15 @@ fn apply_error(e: ApplyError) -> Reply {
         ApplyError::NotFound(m) => error(StatusCode::NOT_FOUND, &m),
         ApplyError::Store(StoreError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
         ApplyError::Fenced => error(StatusCode::CONFLICT, "the fleet lock was lost"),
+        // A graceful upgrade hands the writer role over: the other process answers in a moment.
+        ApplyError::NotWriter(m) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &m);
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            r
+        }
         ApplyError::Store(e) => {
             log::error!("state store write failed: {e}");
             error(

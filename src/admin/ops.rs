@@ -1,12 +1,11 @@
 //! Request bodies of the admin API turned into validated store changes. Errors name the field, with its
 //! position in a batch (`ops[3].upstreams[0]`).
 
-use crate::challenges::ChallengeInput;
-use crate::control::unix_now;
-use crate::domain::{DomainInput, DomainPolicy, FieldError};
-use crate::host::parse_host;
-use crate::store::Change;
-use crate::tls::{self, CertRecord, CertSource};
+use crate::model::host::parse_host;
+use crate::model::{
+    unix_now, CertRecord, CertSource, ChallengeInput, Change, DomainInput, DomainPolicy, FieldError,
+};
+use crate::tls;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -113,7 +112,9 @@ pub fn domain_host(host: &str) -> Result<String, FieldError> {
     parse_host(host, true).map_err(|e| FieldError::new("host", e.to_string()))
 }
 
-pub fn batch(body: &[u8], l: Limits) -> Result<Vec<Change>, FieldError> {
+/// A batch, all or nothing: refused when it holds more than the store writes atomically (`atomic`:
+/// one etcd transaction) rather than written in parts.
+pub fn batch(body: &[u8], l: Limits, atomic: usize) -> Result<Vec<Change>, FieldError> {
     let b: BatchInput = parse_json(body)?;
     if b.ops.is_empty() {
         return Err(FieldError::new("ops", "is empty"));
@@ -122,6 +123,16 @@ pub fn batch(body: &[u8], l: Limits) -> Result<Vec<Change>, FieldError> {
         return Err(FieldError::new(
             "ops",
             format!("at most {MAX_BATCH_OPS} operations per batch"),
+        ));
+    }
+    if b.ops.len() > atomic {
+        return Err(FieldError::new(
+            "ops",
+            format!(
+                "{} operations, but the state store applies at most {atomic} atomically (one etcd \
+                 transaction): split the batch",
+                b.ops.len()
+            ),
         ));
     }
     let now = unix_now();
@@ -167,22 +178,27 @@ mod tests {
 
     #[test]
     fn batch_errors_carry_the_op_index() {
-        let e = batch(br#"{"ops": [{"op": "put_domain", "host": "a.com", "upstreams": ["127.0.0.1:1"]}, {"op": "put_domain", "host": "b.com", "upstreams": [1]}]}"#, L).unwrap_err();
+        let e = batch(br#"{"ops": [{"op": "put_domain", "host": "a.com", "upstreams": ["127.0.0.1:1"]}, {"op": "put_domain", "host": "b.com", "upstreams": [1]}]}"#, L, usize::MAX).unwrap_err();
         assert!(e.field.starts_with("ops[1]"), "{e}");
-        let e = batch(br#"{"ops": [{"op": "nuke"}]}"#, L).unwrap_err();
+        let e = batch(br#"{"ops": [{"op": "nuke"}]}"#, L, usize::MAX).unwrap_err();
         assert_eq!(e.field, "ops[0].op", "{e}");
         let e = batch(
             br#"{"ops": [{"op": "delete_domain", "host": "a.com", "x": 1}]}"#,
             L,
+            usize::MAX,
         )
         .unwrap_err();
         assert!(e.field.starts_with("ops[0]"), "{e}");
-        let e = batch(br#"{"operations": []}"#, L).unwrap_err();
+        let e = batch(br#"{"operations": []}"#, L, usize::MAX).unwrap_err();
         assert!(e.message.contains("operations"), "{e}");
-        let e = batch(br#"{"ops": []}"#, L).unwrap_err();
+        let e = batch(br#"{"ops": []}"#, L, usize::MAX).unwrap_err();
         assert_eq!(e.field, "ops");
-        let ok = batch(br#"{"ops": [{"op": "delete_challenge", "token": "t"}, {"op": "put_challenge", "token": "t", "host": "a.com", "key_authorization": "t.x"}]}"#, L).unwrap();
-        assert_eq!(ok.len(), 2);
+        let two = br#"{"ops": [{"op": "delete_challenge", "token": "t"}, {"op": "put_challenge", "token": "t", "host": "a.com", "key_authorization": "t.x"}]}"#;
+        assert_eq!(batch(two, L, usize::MAX).unwrap().len(), 2);
+        // More than the store writes atomically: refused whole, naming `ops` and the limit.
+        let e = batch(two, L, 1).unwrap_err();
+        assert_eq!(e.field, "ops");
+        assert!(e.message.contains("at most 1"), "{e}");
     }
 
     #[test]

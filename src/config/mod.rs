@@ -3,7 +3,7 @@
 
 mod schema;
 
-use crate::domain::{Domain, DomainPolicy, FieldError};
+use crate::model::{Domain, DomainPolicy, FieldError};
 use crate::tls::{bundle, CertBundle, CertSource};
 use pingora_core::server::configuration::ServerConf;
 use schema::{EdgewardFile, FileRoot, ListenerFile};
@@ -57,7 +57,13 @@ pub struct Config {
     pub policy: DomainPolicy,
     pub acme: Option<crate::acme::AcmeConfig>,
     pub etcd: Option<crate::store::etcd::EtcdConfig>,
+    /// At a graceful shutdown or upgrade, how long a connection without a request in progress waits
+    /// for one (it is then served, with `Connection: close`).
+    pub request_wait: Duration,
 }
+
+/// Longest `shutdown.request_wait_ms`: a minute, Pingora's keep-alive.
+const MAX_REQUEST_WAIT_MS: u64 = 60_000;
 
 /// Read, parse and validate `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -180,12 +186,12 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         return Err(e("edgeward.state.dir".into(), "must not be empty".into()));
     }
     let ttl = f.challenges.ttl_seconds;
-    if ttl == 0 || ttl > crate::challenges::MAX_TTL_SECONDS {
+    if ttl == 0 || ttl > crate::model::challenge::MAX_TTL_SECONDS {
         return Err(e(
             "edgeward.challenges.ttl_seconds".into(),
             format!(
                 "must be between 1 and {}",
-                crate::challenges::MAX_TTL_SECONDS
+                crate::model::challenge::MAX_TTL_SECONDS
             ),
         ));
     }
@@ -199,6 +205,12 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         return Err(e(
             "edgeward.upstreams.health_check_interval_seconds".into(),
             "must be above 0".into(),
+        ));
+    }
+    if f.shutdown.request_wait_ms > MAX_REQUEST_WAIT_MS {
+        return Err(e(
+            "edgeward.shutdown.request_wait_ms".into(),
+            format!("must be at most {MAX_REQUEST_WAIT_MS}"),
         ));
     }
     let etcd = match &f.state.etcd {
@@ -333,6 +345,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         policy,
         acme,
         etcd,
+        request_wait: Duration::from_millis(f.shutdown.request_wait_ms),
     })
 }
 
@@ -410,7 +423,7 @@ fn load_default_cert(files: &schema::CertFiles) -> Result<CertBundle, (String, S
             (format!("{key}.{which}"), err.to_string())
         },
     )?;
-    if b.not_after <= crate::control::unix_now() as i64 {
+    if b.not_after <= crate::model::unix_now() as i64 {
         return Err((
             format!("{key}.chain"),
             format!(
@@ -492,6 +505,10 @@ mod tests {
         assert!(e.contains("edgeward.acme.retry"), "{e}");
         let c = check("edgeward:\n  acme: {directory: \"https://x\"}\n").unwrap();
         assert!(c.policy.acme_enabled);
+        let e = check("edgeward:\n  shutdown: {request_wait_ms: 60001}\n").unwrap_err();
+        assert!(e.contains("edgeward.shutdown.request_wait_ms"), "{e}");
+        let e = check("edgeward:\n  shutdown: {request_wait: 5}\n").unwrap_err();
+        assert!(e.contains("request_wait"), "{e}");
         let e = check("threads: 2\n").unwrap_err();
         assert!(e.contains("edgeward"), "{e}");
     }

@@ -1,7 +1,7 @@
 //! The file schema, exactly as operators write it. Unknown keys are refused; nothing here is validated
 //! beyond types: `super::validate` turns this into the model.
 
-use crate::domain::DomainInput;
+use crate::model::DomainInput;
 use serde::Deserialize;
 
 /// The whole file: Pingora's keys at the top level (checked against `ServerConf`), ours under `edgeward`.
@@ -36,6 +36,29 @@ pub struct EdgewardFile {
     pub tls: TlsFile,
     #[serde(default)]
     pub acme: Option<AcmeFile>,
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+}
+
+/// A graceful shutdown or upgrade.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    /// How long a connection without a request in progress is kept for one to arrive.
+    #[serde(default = "default_request_wait_ms")]
+    pub request_wait_ms: u64,
+}
+
+impl Default for ShutdownFile {
+    fn default() -> Self {
+        ShutdownFile {
+            request_wait_ms: default_request_wait_ms(),
+        }
+    }
+}
+
+fn default_request_wait_ms() -> u64 {
+    1000
 }
 
 #[derive(Debug, Deserialize)]

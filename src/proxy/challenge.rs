@@ -2,10 +2,9 @@
 //! every domain, with no per-domain rule. Checked before routing and before any redirect. The decision is
 //! a pure function of the request line, the host and the tables, so it is tested without a socket.
 
-use crate::challenges::valid_token;
-use crate::control::State;
-use crate::domain::ChallengeMode;
-use crate::routes::Route;
+use crate::model::challenge::valid_token;
+use crate::model::ChallengeMode;
+use crate::state::{Reader, Route};
 use bytes::Bytes;
 use http::Method;
 use std::sync::Arc;
@@ -30,13 +29,13 @@ pub fn answerable_token<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
 }
 
 /// Decide for a request whose path starts with `PREFIX`. `host` is the normalised request host.
-pub fn decide(state: &State, method: &Method, path: &str, host: &str, now: u64) -> Decision {
+pub fn decide(state: &Reader, method: &Method, path: &str, host: &str, now: u64) -> Decision {
     if let Some(token) = answerable_token(method, path) {
-        if let Some(body) = state.challenges.lookup(token, host, now) {
+        if let Some(body) = state.challenge(token, host, now) {
             return Decision::Answer(body);
         }
     }
-    match state.routes.lookup(host) {
+    match state.route(host) {
         Some(r) if r.domain.acme_challenges == ChallengeMode::Passthrough => Decision::Proxy(r),
         _ => Decision::NotFound,
     }
@@ -45,14 +44,14 @@ pub fn decide(state: &State, method: &Method, path: &str, host: &str, now: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::challenges::Challenge;
-    use crate::domain::{Domain, TlsMode};
+    use crate::model::{Challenge, Domain, TlsMode};
     use crate::pools::Pools;
+    use crate::state::State;
     use std::time::Duration;
 
     #[test]
     fn decisions() {
-        let state = State::default();
+        let state = Arc::new(State::default());
         let pools = Pools::new(Duration::from_secs(1));
         let addr = "127.0.0.1:1".parse().unwrap();
         for (host, mode) in [
@@ -76,7 +75,8 @@ mod tests {
             key_authorization: "tok.k".into(),
             expires_at: 100,
         });
-        let d = |m: &Method, p: &str, h: &str, now| decide(&state, m, p, h, now);
+        let reader = state.reader();
+        let d = |m: &Method, p: &str, h: &str, now| decide(&reader, m, p, h, now);
         let path = "/.well-known/acme-challenge/tok";
         assert!(
             matches!(d(&Method::GET, path, "ours.test", 1), Decision::Answer(b) if b == "tok.k")

@@ -1,21 +1,28 @@
-//! The connection loop in front of Pingora's HTTP/1 session on listeners that answer ACME challenges.
+//! The connection loop in front of Pingora's HTTP/1 session, on every proxy listener.
 //!
-//! A challenge answer is a lookup and a fixed response, but going through Pingora's HTTP/1 machinery
-//! (session, request header map, `ProxyHttp` callbacks, response header map) costs several times the
-//! lookup. So each request head on the connection is looked at here first: a complete `GET`/`HEAD`
-//! for a known token of the request's host, with no body, is answered from here with the same bytes
-//! Pingora would send; anything else (other paths, misses, passthrough domains, fleet read-through,
-//! bodies, malformed or oversized heads, HTTP/2) is handed to Pingora with the bytes already read, and
-//! the connection comes back here after Pingora's response if it stays open. The decision is
-//! `challenge::decide`, the same as the `request_filter` path's, so both answer alike.
+//! Each request head on the connection is read here first, then handed to Pingora with the bytes
+//! already read (`set_pipelined_prefix`); the connection comes back here after Pingora's response if it
+//! stays open. Two things need this:
+//!
+//! - On listeners that answer ACME challenges, a challenge answer is a lookup and a fixed response, but
+//!   going through Pingora's HTTP/1 machinery (session, header maps, `ProxyHttp` callbacks) costs
+//!   several times the lookup. A complete `GET`/`HEAD` for a known token of the request's host, with
+//!   no body, is answered from here with the same bytes Pingora would send; anything else (other
+//!   paths, misses, passthrough domains, fleet read-through, bodies, malformed or oversized heads,
+//!   HTTP/2) goes to Pingora. The decision is `challenge::decide`, the same as `request_filter`'s.
+//! - At a graceful shutdown or upgrade, Pingora drops a connection that has not delivered its request
+//!   head yet. Here, a connection with no complete head when the shutdown starts gets `request_wait`
+//!   for it: a request that arrives is served (with `Connection: close`), so connections accepted by
+//!   the process being replaced are served instead of closed. Pingora is handed complete heads only.
 
 use super::challenge::{self, Decision};
-use crate::control::{unix_now, State};
-use crate::host::normalize_request_host;
+use crate::http1::{head_end, read_more, KEEPALIVE, MAX_WAITED_HEAD};
 use crate::metrics;
+use crate::model::host::normalize_request_host;
+use crate::model::unix_now;
+use crate::state::Reader;
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::FutureExt;
 use http::Method;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::date::get_cached_date;
@@ -25,10 +32,8 @@ use pingora_core::server::ShutdownWatch;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-/// Idle time allowed between requests (and while a head arrives): Pingora's HTTP/1 default.
-const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Longest request head answered here; longer ones go to Pingora, whose own limit then applies.
 const MAX_HEAD: usize = 4096;
 /// More header lines than this: handed to Pingora.
@@ -36,10 +41,21 @@ const MAX_HEADERS: usize = 32;
 const GET_PREFIX: &[u8] = b"GET /.well-known/acme-challenge/";
 const HEAD_PREFIX: &[u8] = b"HEAD /.well-known/acme-challenge/";
 
-/// Wraps the HTTP application of a challenge-answering listener (the Pingora proxy).
-pub struct ChallengeFront<A> {
+/// Whether a listener answers ACME challenges itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenges {
+    Answer,
+    /// Passed to the upstreams like any request (dedicated proxies whose customers run ACME).
+    Proxy,
+}
+
+/// Wraps the HTTP application of a proxy listener (the Pingora proxy).
+pub struct Front<A> {
     pub inner: Arc<A>,
-    pub state: Arc<State>,
+    pub state: Reader,
+    pub challenges: Challenges,
+    /// At a shutdown, how long a connection without a complete request head waits for it.
+    pub request_wait: Duration,
 }
 
 /// What the bytes at the start of the buffer are.
@@ -59,7 +75,7 @@ pub enum Head {
 }
 
 /// Look at the request head at the start of `buf`. Pure: tested without a socket.
-pub fn examine(state: &State, buf: &[u8], now: u64) -> Head {
+pub fn examine(state: &Reader, buf: &[u8], now: u64) -> Head {
     let could_be = |prefix: &[u8]| {
         let n = buf.len().min(prefix.len());
         buf[..n] == prefix[..n]
@@ -139,50 +155,42 @@ pub fn write_answer(out: &mut Vec<u8>, body: &[u8], head_only: bool, keep_alive:
     }
 }
 
-/// What the connection does after the challenge loop.
+/// What the connection does after the loop in front.
 enum Next {
-    /// Hand it to Pingora: the buffer holds the start of a request that is not answered here.
+    /// Hand it to Pingora: the buffer holds a request head that is not answered here.
     Pingora,
     Close,
 }
 
-impl<A: HttpServerApp + Send + Sync + 'static> ChallengeFront<A> {
-    /// Answer challenge requests on `stream` until one is not (or the connection ends).
-    async fn answer_challenges(
+impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
+    /// Read request heads on `stream`, answering challenges, until one is for Pingora (or the
+    /// connection ends).
+    async fn next_request(
         &self,
         stream: &mut Stream,
         buf: &mut BytesMut,
         shutdown: &mut ShutdownWatch,
     ) -> Next {
         let mut out = Vec::new();
+        let mut deadline = None;
         let mut need_read = buf.is_empty();
         loop {
-            if need_read {
-                if buf.capacity() - buf.len() < 1024 {
-                    buf.reserve(MAX_HEAD);
-                }
-                let read = if *shutdown.borrow() {
-                    // Shutting down: serve what has already arrived, wait for nothing (as Pingora).
-                    match stream.read_buf(buf).now_or_never() {
-                        Some(r) => Ok(r),
-                        None => return Next::Close,
-                    }
-                } else {
-                    tokio::select! {
-                        biased;
-                        r = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)) => r,
-                        _ = shutdown.changed() => return Next::Close,
-                    }
-                };
-                match read {
-                    Ok(Ok(n)) if n > 0 => {}
-                    // Closed, reset or idle: as Pingora does, close without an answer.
-                    _ => return Next::Close,
-                }
+            if need_read
+                && !read_more(stream, buf, shutdown, &mut deadline, self.request_wait).await
+            {
+                // Closed, reset or idle: as Pingora does, close without an answer.
+                return Next::Close;
             }
-            match examine(&self.state, buf, unix_now()) {
+            let head = match self.challenges {
+                Challenges::Answer => examine(&self.state, buf, unix_now()),
+                Challenges::Proxy => Head::Other,
+            };
+            match head {
                 Head::Incomplete => need_read = true,
-                Head::Other => return Next::Pingora,
+                Head::Other if head_end(buf).is_some() || buf.len() >= MAX_WAITED_HEAD => {
+                    return Next::Pingora
+                }
+                Head::Other => need_read = true,
                 Head::Answer {
                     len,
                     body,
@@ -206,6 +214,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ChallengeFront<A> {
                         }
                         return Next::Close;
                     }
+                    deadline = None;
                     need_read = buf.is_empty();
                 }
             }
@@ -214,7 +223,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ChallengeFront<A> {
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ChallengeFront<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -230,10 +239,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ChallengeFront<A> {
         let mut watch = shutdown.clone();
         let mut buf = BytesMut::new();
         loop {
-            if let Next::Close = self
-                .answer_challenges(&mut stream, &mut buf, &mut watch)
-                .await
-            {
+            if let Next::Close = self.next_request(&mut stream, &mut buf, &mut watch).await {
                 return None;
             }
             // As Pingora's HTTP/1 loop: keep-alive unless shutting down. Pipelining stays off in
@@ -254,17 +260,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ChallengeFront<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::challenges::Challenge;
+    use crate::model::Challenge;
+    use crate::state::State;
 
-    fn state() -> State {
-        let state = State::default();
+    fn state() -> Reader {
+        let state = Arc::new(State::default());
         state.challenges.insert(&Challenge {
             token: "tok".into(),
             host: "site.test".into(),
             key_authorization: "tok.thumb".into(),
             expires_at: 100,
         });
-        state
+        state.reader()
     }
 
     fn answer(len: usize, head_only: bool, keep_alive: bool) -> Head {

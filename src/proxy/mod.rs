@@ -7,10 +7,10 @@ pub mod front;
 pub mod redirect;
 pub mod routing;
 
-use crate::control::{unix_now, State};
-use crate::host::normalize_request_host;
 use crate::metrics;
-use crate::routes::Route;
+use crate::model::host::normalize_request_host;
+use crate::model::{unix_now, Challenge};
+use crate::state::{Reader, Route};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::modules::http::HttpModules;
@@ -22,16 +22,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where a node looks for a challenge token it does not hold (fleet mode: etcd).
+#[async_trait]
+pub trait ReadThrough: Send + Sync {
+    async fn fetch(&self, token: &str) -> Option<Challenge>;
+}
+
 /// One proxy per listener group (listeners that share the same interception setting).
 pub struct EdgeProxy {
-    pub state: Arc<State>,
+    pub state: Reader,
     pub intercept_acme_challenges: bool,
     pub tls: bool,
     /// Port for `redirect_https` targets when the HTTPS listener is not on 443.
     pub https_redirect_port: Option<u16>,
     pub connect_timeout: Duration,
     /// Fleet mode: where to look for a challenge token before answering 404.
-    pub read_through: Option<Arc<dyn crate::challenges::ReadThrough>>,
+    pub read_through: Option<Arc<dyn ReadThrough>>,
 }
 
 #[derive(Default)]
@@ -42,15 +48,10 @@ pub struct Ctx {
 
 impl EdgeProxy {
     /// Fleet mode: a token another node registered may not have reached this node's memory yet; look
-    /// in the store before answering 404. A hit is kept in memory.
+    /// in the store before answering 404. (The fleet watch brings it into memory shortly after.)
     async fn read_through(&self, token: &str, host: &str) -> Option<Bytes> {
         let c = self.read_through.as_ref()?.fetch(token).await?;
-        let now = unix_now();
-        if c.host != host || c.expires_at <= now {
-            return None;
-        }
-        self.state.challenges.insert(&c);
-        self.state.challenges.lookup(token, host, now)
+        (c.host == host && c.expires_at > unix_now()).then(|| Bytes::from(c.key_authorization))
     }
 }
 
@@ -97,8 +98,7 @@ impl ProxyHttp for EdgeProxy {
                 }
             } else {
                 self.state
-                    .routes
-                    .lookup(host)
+                    .route(host)
                     .ok_or((404, Bytes::from_static(b"unknown host\n")))
             };
             match decision {

@@ -1,7 +1,7 @@
 //! Host routing and upstream selection: the request's host picks a route, the route's shared pool picks
 //! a backend round robin, skipping unhealthy ones and the ones this request already failed to reach.
 
-use crate::routes::Route;
+use crate::state::Route;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 use std::net::SocketAddr;

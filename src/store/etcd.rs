@@ -1,12 +1,11 @@
 //! etcd backend for a fleet of edge nodes: every domain, challenge, certificate and ACME record is a key
-//! under one prefix. A batch is one etcd transaction (in chunks of `MAX_TXN_OPS`, etcd's default limit).
-//! `decode` maps a key/value (or a delete event) back to a `Change`, for start-up and for the watch.
+//! under one prefix. A batch is one etcd transaction, so at most `MAX_TXN_OPS` (etcd's default limit)
+//! changes: a larger one is refused, never split. `decode` maps a key/value (or a delete event) back to
+//! a `Change`, for start-up and for the watch.
 
 use super::OrderLock;
 use super::{Change, Snapshot, Store, StoreError};
-use crate::challenges::Challenge;
-use crate::domain::Domain;
-use crate::tls::CertRecord;
+use crate::model::{Budget, CertRecord, Challenge, Domain};
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -71,7 +70,7 @@ impl EtcdStore {
     /// Every change as etcd operations, with leases granted for challenges.
     async fn ops(&self, chunk: &[Change]) -> Result<Vec<TxnOp>, StoreError> {
         let mut leases = self.client.lease_client();
-        let now = crate::control::unix_now();
+        let now = crate::model::unix_now();
         let mut ops = Vec::with_capacity(chunk.len());
         for c in chunk {
             let lease = match c {
@@ -344,13 +343,18 @@ impl Store for EtcdStore {
     }
 
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        for chunk in changes.chunks(MAX_TXN_OPS) {
-            let ops = self.ops(chunk).await?;
-            kv.txn(Txn::new().and_then(ops))
-                .await
-                .map_err(unavailable)?;
+        if changes.len() > MAX_TXN_OPS {
+            return Err(StoreError::Unavailable(format!(
+                "{} changes do not fit in one etcd transaction (at most {MAX_TXN_OPS})",
+                changes.len()
+            )));
         }
+        let ops = self.ops(changes).await?;
+        self.client
+            .kv_client()
+            .txn(Txn::new().and_then(ops))
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -423,11 +427,11 @@ impl Store for EtcdStore {
     /// Compare-and-swap on the budget key, so two nodes cannot both take the last order.
     async fn take_budget(
         &self,
-        _current: &crate::acme::budget::Budget,
+        _current: &Budget,
         now: i64,
         max: usize,
         window: i64,
-    ) -> Result<Option<crate::acme::budget::Budget>, StoreError> {
+    ) -> Result<Option<Budget>, StoreError> {
         let key = self.key("acme", "budget");
         let mut kv = self.client.kv_client();
         for _ in 0..20 {
@@ -437,7 +441,7 @@ impl Store for EtcdStore {
                     Some(Change::PutAcmeBudget(b)) => (b, item.mod_revision()),
                     _ => (Default::default(), item.mod_revision()),
                 },
-                None => (crate::acme::budget::Budget::default(), 0),
+                None => (Budget::default(), 0),
             };
             if !budget.take(now, max, window) {
                 return Ok(None);
@@ -474,11 +478,10 @@ impl Store for EtcdStore {
     }
 }
 
-/// A challenge token this node has not seen (yet): ask etcd before answering 404, so a CA validation
-/// that lands on any node succeeds even if the watch has not delivered the token.
-#[async_trait]
-impl crate::challenges::ReadThrough for EtcdStore {
-    async fn fetch(&self, token: &str) -> Option<Challenge> {
+impl EtcdStore {
+    /// A challenge token this node has not seen (yet): read from etcd, so that a CA validation that
+    /// lands on any node succeeds even if the watch has not delivered the token.
+    pub async fn fetch_challenge(&self, token: &str) -> Option<Challenge> {
         let mut kv = self.client.kv_client();
         let resp = kv.get(self.key("challenges", token), None).await.ok()?;
         let item = resp.kvs().first()?;

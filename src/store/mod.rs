@@ -1,10 +1,12 @@
 //! The durable truth. Every accepted change goes through a `Store` before it touches memory; start-up
-//! loads a `Snapshot` from it. The state directory is the default backend; etcd comes later for fleets.
+//! loads a `Snapshot` from it. The state directory (`dir`) is the default backend, etcd (`etcd`) the
+//! one for a fleet. Imports only `model`: policy (budgets, locking rules) stays with its owner, the
+//! store offers generic primitives (atomic batches, compare-and-swap, leases).
 
-mod dir;
+pub mod dir;
 pub mod etcd;
-pub mod fleet;
 
+pub use crate::model::Change;
 pub use dir::DirStore;
 
 /// Write a secret file atomically with mode 0600.
@@ -12,59 +14,9 @@ pub fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreErr
     dir::write_atomic(path, bytes, 0o600)
 }
 
-use crate::acme::budget::Budget;
-use crate::acme::AccountRecord;
-use crate::challenges::Challenge;
-use crate::domain::Domain;
-use crate::tls::CertRecord;
+use crate::model::{AccountRecord, Budget, CertRecord, Challenge, Domain};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// One durable change. A batch of them is applied all or nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Change {
-    PutDomain(Domain),
-    DeleteDomain { host: String },
-    PutChallenge(Challenge),
-    DeleteChallenge { token: String },
-    PutCertificate(CertRecord),
-    DeleteCertificate { host: String },
-    PutAcmeAccount(AccountRecord),
-    PutAcmeBudget(Budget),
-}
-
-impl Change {
-    /// What the change writes: two changes with different keys never affect each other's checks, so
-    /// they may share one durable write (group commit).
-    pub fn key(&self) -> (&'static str, &str) {
-        match self {
-            Change::PutDomain(d) => ("domain", &d.host),
-            Change::DeleteDomain { host } => ("domain", host),
-            Change::PutChallenge(c) => ("challenge", &c.token),
-            Change::DeleteChallenge { token } => ("challenge", token),
-            Change::PutCertificate(c) => ("certificate", &c.host),
-            Change::DeleteCertificate { host } => ("certificate", host),
-            Change::PutAcmeAccount(_) => ("acme", "account"),
-            Change::PutAcmeBudget(_) => ("acme", "budget"),
-        }
-    }
-
-    /// The metric label for this kind of change.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Change::PutDomain(_) => "put_domain",
-            Change::DeleteDomain { .. } => "delete_domain",
-            Change::PutChallenge(_) => "put_challenge",
-            Change::DeleteChallenge { .. } => "delete_challenge",
-            Change::PutCertificate(_) => "put_certificate",
-            Change::DeleteCertificate { .. } => "delete_certificate",
-            Change::PutAcmeAccount(_) => "put_acme_account",
-            Change::PutAcmeBudget(_) => "put_acme_budget",
-        }
-    }
-}
 
 /// Everything a node needs to serve, as loaded at start-up.
 #[derive(Debug, Default)]
@@ -150,10 +102,10 @@ impl Drop for OrderLock {
 pub trait Store: Send + Sync + 'static {
     /// Everything stored. A file or key that cannot be read is an error naming it, never skipped.
     async fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Make `changes` durable, all or nothing, before returning.
+    /// Make `changes` durable, all or nothing, before returning. At most `atomic_limit` changes.
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
-    /// Most changes one `apply` writes atomically (a larger batch is split). Group commit never
-    /// combines requests beyond it, so no request is split because it was grouped with others.
+    /// Most changes one `apply` writes atomically; a larger batch is refused, never split. Group
+    /// commit never combines requests beyond it.
     fn atomic_limit(&self) -> usize {
         usize::MAX
     }

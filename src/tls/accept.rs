@@ -2,8 +2,8 @@
 //! refcount bumps only: no parsing, no I/O, no await. No certificate found: nothing is attached and the
 //! handshake fails cleanly with an alert.
 
-use crate::control::State;
 use crate::metrics;
+use crate::tls::CertReader;
 use async_trait::async_trait;
 use openssl::ssl::NameType;
 use pingora_core::listeners::TlsAccept;
@@ -13,13 +13,13 @@ use std::any::Any;
 use std::sync::Arc;
 
 pub struct SniResolver {
-    pub state: Arc<State>,
+    pub certs: CertReader,
 }
 
 #[async_trait]
 impl TlsAccept for SniResolver {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let certs = &self.state.certs;
+        let certs = &self.certs;
         let bundle = match ssl.servername(NameType::HOST_NAME) {
             Some(sni) => {
                 let sni = sni.trim_end_matches('.');

@@ -1,40 +1,12 @@
 //! A certificate bundle parsed and validated once, when it is published: leaf, chain and key as OpenSSL
 //! objects ready to attach to a handshake, plus what the API shows. Nothing here runs per handshake.
 
-use crate::host::parse_host;
+use crate::model::host::parse_host;
+pub use crate::model::{CertRecord, CertSource};
 use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private};
 use openssl::x509::X509;
-use serde::{Deserialize, Serialize};
-
-/// Who put the certificate there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertSource {
-    Manual,
-    Acme,
-}
-
-/// The stored form: PEM text and where it came from (kept 0600 on disk: it holds the key).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertRecord {
-    pub host: String,
-    pub chain_pem: String,
-    pub key_pem: String,
-    pub source: CertSource,
-}
-
-impl std::fmt::Debug for CertRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertRecord")
-            .field("host", &self.host)
-            .field("source", &self.source)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
 
 impl std::fmt::Debug for CertBundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +19,8 @@ impl std::fmt::Debug for CertBundle {
     }
 }
 
-/// The parsed, ready-to-serve form.
+/// The parsed, ready-to-serve form (a clone shares the OpenSSL objects).
+#[derive(Clone)]
 pub struct CertBundle {
     pub host: String,
     pub leaf: X509,
@@ -60,6 +33,28 @@ pub struct CertBundle {
     pub issuer: String,
     pub serial: String,
     pub source: CertSource,
+    /// SHA-256 of the record it was parsed from: tells a repeated publication of the same record (the
+    /// fleet watch echoing this node's own write) from a new certificate, without re-encoding.
+    record_digest: [u8; 32],
+}
+
+impl CertBundle {
+    /// Was this bundle parsed from exactly `record`?
+    pub fn is_stored_as(&self, record: &CertRecord) -> bool {
+        self.host == record.host && self.record_digest == digest(record)
+    }
+}
+
+fn digest(r: &CertRecord) -> [u8; 32] {
+    let mut h = openssl::sha::Sha256::new();
+    for part in [r.chain_pem.as_bytes(), b"\0", r.key_pem.as_bytes()] {
+        h.update(part);
+    }
+    h.update(match r.source {
+        CertSource::Manual => b"m",
+        CertSource::Acme => b"a",
+    });
+    h.finish()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +90,8 @@ impl CertError {
 /// expired certificate on disk is still loaded and reported, rather than refused at start-up).
 pub fn parse(record: &CertRecord, now: i64, check_expiry: bool) -> Result<CertBundle, CertError> {
     let host = parse_host(&record.host, true).map_err(|e| CertError::Host(e.to_string()))?;
-    let bundle = parse_pem(host, &record.chain_pem, &record.key_pem, record.source)?;
+    let mut bundle = parse_pem(host, &record.chain_pem, &record.key_pem, record.source)?;
+    bundle.record_digest = digest(record);
     if check_expiry && bundle.not_after <= now {
         return Err(CertError::Expired(crate::tls::rfc3339(bundle.not_after)));
     }
@@ -162,6 +158,7 @@ pub fn parse_pem(
         issuer,
         serial,
         source,
+        record_digest: [0; 32],
     })
 }
 
@@ -241,7 +238,7 @@ pub fn covers(names: &[String], host: &str) -> bool {
         n == host
             || (n.starts_with("*.")
                 && !host.starts_with("*.")
-                && crate::host::wildcard_parent(host) == Some(&n[2..]))
+                && crate::model::host::wildcard_parent(host) == Some(&n[2..]))
     })
 }
 

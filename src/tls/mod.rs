@@ -1,14 +1,14 @@
 //! TLS termination: certificates are parsed and validated when published (`bundle`), kept by SNI name
-//! (`store`), and attached in Pingora's certificate callback (`accept`) with lookups and refcount bumps
-//! only.
+//! (`certs`, one of the tables in `state`), and attached in Pingora's certificate callback (`accept`)
+//! with lookups and refcount bumps only.
 
 pub mod accept;
 pub mod bundle;
+pub mod certs;
 pub mod ossl;
-pub mod store;
 
 pub use bundle::{CertBundle, CertError, CertRecord, CertSource};
-pub use store::CertStore;
+pub use certs::{CertReader, CertStore};
 
 /// Unix seconds as RFC 3339 (UTC).
 pub fn rfc3339(unix: i64) -> String {

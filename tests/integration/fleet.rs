@@ -577,7 +577,7 @@ async fn etcd_over_mutual_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_through_finds_a_token_in_etcd_with_its_lease() {
-    use edgeward::challenges::{Challenge, ReadThrough};
+    use edgeward::model::Challenge;
     use edgeward::store::{etcd::EtcdConfig, etcd::EtcdStore, Change, Store};
     let etcd = Etcd::start().await;
     let store = EtcdStore::connect(&EtcdConfig {
@@ -600,11 +600,15 @@ async fn read_through_finds_a_token_in_etcd_with_its_lease() {
         .apply(&[Change::PutChallenge(c.clone())])
         .await
         .unwrap();
-    assert_eq!(store.fetch("rt-token").await, Some(c));
-    assert_eq!(store.fetch("other").await, None);
+    assert_eq!(store.fetch_challenge("rt-token").await, Some(c));
+    assert_eq!(store.fetch_challenge("other").await, None);
     // The lease makes etcd itself drop the token at expiry.
     eventually("etcd to expire the token", || async {
-        store.fetch("rt-token").await.is_none().then_some(())
+        store
+            .fetch_challenge("rt-token")
+            .await
+            .is_none()
+            .then_some(())
     })
     .await;
 }

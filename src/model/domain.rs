@@ -2,36 +2,10 @@
 //! Input is parsed into `DomainInput` (every field optional, unknown fields refused) and validated into
 //! `Domain`, with errors that name the field.
 
-use crate::host::parse_host;
+pub use super::field::FieldError;
+use super::host::parse_host;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-
-/// A validation error that names the offending field, e.g. `upstreams[1]`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The same error, nested under `prefix` (`ops[3]` + `host` -> `ops[3].host`).
-    pub fn within(self, prefix: &str) -> Self {
-        let field = if self.field.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{}", self.field)
-        };
-        FieldError { field, ..self }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

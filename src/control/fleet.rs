@@ -2,9 +2,9 @@
 //! watches the prefix from the snapshot's revision; a lost or compacted watch resyncs from a fresh
 //! snapshot (applying only differences, so serving never stops) and watches again from there.
 
-use super::etcd::EtcdStore;
-use super::Store;
-use crate::control::Control;
+use super::Control;
+use crate::store::etcd::EtcdStore;
+use crate::store::Store;
 use async_trait::async_trait;
 use etcd_client::{EventType, WatchOptions};
 use pingora_core::server::ShutdownWatch;
@@ -55,7 +55,7 @@ impl FleetWatch {
                     EventType::Delete => None,
                 };
                 match self.store.decode(kv.key(), value) {
-                    Ok(Some(change)) => self.control.apply_remote(change),
+                    Ok(Some(change)) => self.control.apply_followed(vec![change]),
                     Ok(None) => {}
                     Err(e) => log::error!("ignoring a change from etcd: {e}"),
                 }

@@ -5,11 +5,30 @@
 //! `by_name` (which records cover a name) to re-point a name when the certificate holding it goes.
 
 use super::bundle::CertBundle;
-use crate::host::wildcard_parent;
+use crate::model::host::wildcard_parent;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+
+/// Read-only access for the TLS callback: lookups, no publishing.
+#[derive(Clone)]
+pub struct CertReader(Arc<CertStore>);
+
+impl CertReader {
+    pub fn new(store: Arc<CertStore>) -> Self {
+        CertReader(store)
+    }
+
+    /// The bundle for an SNI name (lowercase): exact, then one-level wildcard. No default here.
+    pub fn lookup(&self, sni: &str) -> Option<Arc<CertBundle>> {
+        self.0.lookup(sni)
+    }
+
+    pub fn default_cert(&self) -> Option<Arc<CertBundle>> {
+        self.0.default_cert()
+    }
+}
 
 #[derive(Default)]
 pub struct CertStore {

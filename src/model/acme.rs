@@ -1,7 +1,25 @@
-//! The new-order budget: at most `max` orders per sliding `window` (Let's Encrypt: 300 per account per
-//! 3 hours). The placed orders' times are persisted so a restart does not reset the budget.
+//! The ACME manager's durable records: the account it orders with, and the new-order budget (at most
+//! `max` orders per sliding `window`; Let's Encrypt: 300 per account per 3 hours), persisted so that a
+//! restart does not reset it.
 
 use serde::{Deserialize, Serialize};
+
+/// The stored ACME account: which directory it belongs to and instant-acme's credentials (secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRecord {
+    pub directory: String,
+    pub credentials: String,
+}
+
+impl std::fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("directory", &self.directory)
+            .field("credentials", &"<redacted>")
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,8 +2,8 @@
 //! parent (`*.example.com` under `example.com`), so a lookup is at most two probes and never allocates.
 //! Exact wins over wildcard. Each host lives in exactly one of the two maps, decided by its form.
 
-use crate::domain::Domain;
-use crate::host::wildcard_parent;
+use crate::model::host::wildcard_parent;
+use crate::model::Domain;
 use crate::pools::Pool;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChallengeMode, TlsMode};
+    use crate::model::{ChallengeMode, TlsMode};
     use crate::pools::Pools;
     use std::time::Duration;
 

@@ -1,10 +1,8 @@
-//! ACME HTTP-01 challenge tokens held in memory for the responder. The key authorization is turned into
-//! `Bytes` once, at insert, so answering a challenge clones a refcount and nothing else.
+//! The ACME HTTP-01 challenge record: a token, the host it was registered for and the exact response
+//! body, with the validation of what the admin API and the ACME manager put.
 
-use crate::domain::FieldError;
-use crate::host::parse_host;
-use bytes::Bytes;
-use dashmap::DashMap;
+use super::field::FieldError;
+use super::host::parse_host;
 use serde::{Deserialize, Serialize};
 
 pub const MAX_TOKEN_LEN: usize = 255;
@@ -107,79 +105,6 @@ fn valid_b64url(s: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Where a node looks for a token it does not hold (fleet mode).
-#[async_trait::async_trait]
-pub trait ReadThrough: Send + Sync {
-    async fn fetch(&self, token: &str) -> Option<Challenge>;
-}
-
-struct Entry {
-    host: Box<str>,
-    body: Bytes,
-    expires_at: u64,
-}
-
-/// token -> (host, body, expiry). Lookups are one map probe; expiry is checked on read, and a sweeper
-/// removes what has expired.
-#[derive(Default)]
-pub struct Challenges {
-    map: DashMap<Box<str>, Entry>,
-}
-
-impl Challenges {
-    pub fn insert(&self, c: &Challenge) {
-        self.map.insert(
-            c.token.as_str().into(),
-            Entry {
-                host: c.host.as_str().into(),
-                body: Bytes::copy_from_slice(c.key_authorization.as_bytes()),
-                expires_at: c.expires_at,
-            },
-        );
-    }
-
-    pub fn remove(&self, token: &str) -> bool {
-        self.map.remove(token).is_some()
-    }
-
-    /// The response body for `token` if it was registered for `host` and has not expired.
-    pub fn lookup(&self, token: &str, host: &str, now: u64) -> Option<Bytes> {
-        let e = self.map.get(token)?;
-        (&*e.host == host && e.expires_at > now).then(|| e.body.clone())
-    }
-
-    pub fn contains(&self, token: &str) -> bool {
-        self.map.contains_key(token)
-    }
-
-    /// The stored challenge for `token`, expired or not.
-    pub fn get(&self, token: &str) -> Option<Challenge> {
-        self.map.get(token).map(|e| Challenge {
-            token: token.to_string(),
-            host: e.host.to_string(),
-            key_authorization: String::from_utf8_lossy(&e.body).into_owned(),
-            expires_at: e.expires_at,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Tokens whose expiry is at or before `now`.
-    pub fn expired(&self, now: u64) -> Vec<String> {
-        self.map
-            .iter()
-            .filter(|e| e.expires_at <= now)
-            .map(|e| e.key().to_string())
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,23 +142,5 @@ mod tests {
         let mut ttl = input("tok", "a.com", "tok.x");
         ttl.ttl_seconds = Some(0);
         assert_eq!(bad(ttl), "ttl_seconds");
-    }
-
-    #[test]
-    fn lookup_checks_host_and_expiry() {
-        let m = Challenges::default();
-        let c = input("tok", "a.com", "tok.x")
-            .validate(None, 10, 100)
-            .unwrap();
-        m.insert(&c);
-        assert_eq!(
-            m.lookup("tok", "a.com", 105).as_deref(),
-            Some(&b"tok.x"[..])
-        );
-        assert!(m.lookup("tok", "b.com", 105).is_none());
-        assert!(m.lookup("tok", "a.com", 110).is_none());
-        assert_eq!(m.expired(110), vec!["tok".to_string()]);
-        assert!(m.remove("tok"));
-        assert!(m.lookup("tok", "a.com", 105).is_none());
     }
 }

@@ -1,0 +1,117 @@
+//! Durable changes into memory, and the checks a change must pass against memory before it is written.
+
+use super::{ApplyError, Control};
+use crate::metrics;
+use crate::model::{Challenge, Change, Domain, TlsMode};
+use crate::state::Route;
+use crate::tls;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl Control {
+    /// Changes another writer made durable (the fleet watch, the log of another process): memory only.
+    pub fn apply_followed(&self, changes: Vec<Change>) {
+        self.commit_memory(changes, false);
+    }
+
+    /// Make durable changes live: memory, gauges, and a wake-up for the ACME manager when a domain
+    /// wants a certificate. `local`: made here (counted as admin changes).
+    pub(super) fn commit_memory(&self, changes: Vec<Change>, local: bool) {
+        let wake = changes
+            .iter()
+            .any(|c| matches!(c, Change::PutDomain(d) if d.tls == TlsMode::Auto));
+        for c in changes {
+            if local {
+                metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
+            }
+            self.apply_memory(c);
+        }
+        self.update_gauges();
+        if wake {
+            self.wake_watchers();
+        }
+    }
+
+    pub(super) fn apply_memory(&self, c: Change) {
+        match c {
+            Change::PutDomain(d) => self.put_route(&d),
+            Change::DeleteDomain { host } => {
+                self.state.routes.remove(&host);
+            }
+            Change::PutChallenge(ch) => self.put_challenge(&ch),
+            Change::DeleteChallenge { token } => {
+                self.state.challenges.remove(&token);
+            }
+            Change::PutCertificate(rec) => {
+                let same = self
+                    .state
+                    .certs
+                    .get(&rec.host)
+                    .is_some_and(|b| b.is_stored_as(&rec));
+                if !same {
+                    match tls::bundle::parse(&rec, 0, false) {
+                        Ok(b) => self.state.certs.publish(Arc::new(b)),
+                        Err(e) => {
+                            log::error!("stored certificate for {} does not parse: {e}", rec.host)
+                        }
+                    }
+                }
+            }
+            Change::DeleteCertificate { host } => {
+                self.state.certs.remove(&host);
+            }
+            Change::PutAcmeAccount(a) => self.acme_stored_mut().account = Some(a),
+            Change::PutAcmeBudget(b) => self.acme_stored_mut().budget = b,
+        }
+    }
+
+    /// Check that every delete names something present, taking earlier ops of the batch into account.
+    pub(super) fn check(&self, changes: &[Change]) -> Result<(), ApplyError> {
+        // (kind, key) -> present after the ops seen so far.
+        let mut present: HashMap<(&str, &str), bool> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            let key = c.key();
+            let (kind, name) = key;
+            let deleting = matches!(
+                c,
+                Change::DeleteDomain { .. }
+                    | Change::DeleteChallenge { .. }
+                    | Change::DeleteCertificate { .. }
+            );
+            if deleting {
+                let here = *present.entry(key).or_insert_with(|| match c {
+                    Change::DeleteDomain { host } => self.state.routes.get(host).is_some(),
+                    Change::DeleteChallenge { token } => self.state.challenges.contains(token),
+                    _ => self.state.certs.get(name).is_some(),
+                });
+                if !here {
+                    let what = match kind {
+                        "certificate" => "certificate",
+                        "challenge" => "challenge",
+                        _ => "domain",
+                    };
+                    let m = format!("{what} `{name}` not found");
+                    return Err(ApplyError::NotFound(if changes.len() > 1 {
+                        format!("ops[{i}]: {m}")
+                    } else {
+                        m
+                    }));
+                }
+            }
+            present.insert(key, !deleting);
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_route(&self, d: &Domain) {
+        let pool = self.pools.get(&d.upstreams);
+        self.state.routes.insert(Arc::new(Route {
+            domain: d.clone(),
+            pool,
+        }));
+    }
+
+    pub(super) fn put_challenge(&self, c: &Challenge) {
+        self.state.challenges.insert(c);
+    }
+}

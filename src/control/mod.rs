@@ -1,0 +1,181 @@
+//! The single writer. Every change (admin API, seed list, challenge expiry, ACME) goes through
+//! `Control::apply`: preconditions are checked against memory, the batch is made durable in the `Store`,
+//! then applied to the `State` the proxy reads. One writer at a time, so store order and memory order
+//! agree; each change costs one store write and one map update, O(1) in the number of domains.
+//!
+//! Split by role: `commit` (group commit, fencing, the gate that says whether this process may write
+//! now), `apply` (durable changes into memory), `restore` (start-up, resync, following another
+//! writer's log), `handover` (the state writer service: when this process takes the writer role and
+//! when it gives it up during a graceful upgrade), `fleet` (the etcd watch).
+//!
+//! The gate: a process starts `Waiting` (it has loaded the state and follows what the current writer
+//! appends), becomes `Open` once it owns the store (the directory lock, or at once with etcd) and has
+//! caught up, and `Closed` once it handed the writer role to its successor. Admin writes wait, bounded,
+//! for `Open`.
+
+mod apply;
+mod commit;
+pub mod fleet;
+pub mod handover;
+mod restore;
+
+pub use commit::Writes;
+
+use crate::acme::CertStatus;
+use crate::metrics;
+use crate::model::{AccountRecord, Budget, Challenge, Domain, FieldError};
+use crate::pools::Pools;
+use crate::state::State;
+use crate::store::{Store, StoreError};
+use crate::tls::CertBundle;
+use std::sync::Arc;
+
+pub use crate::model::unix_now;
+
+/// The ACME manager's durable bits, as last stored.
+#[derive(Debug, Default, Clone)]
+pub struct AcmeStored {
+    pub account: Option<AccountRecord>,
+    pub budget: Budget,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the fleet lock was lost before the write: another node holds it now")]
+    Fenced,
+    /// This process may not write now: it is waiting for, or has handed over to, another process.
+    #[error("{0}")]
+    NotWriter(String),
+}
+
+pub struct Control {
+    state: Arc<State>,
+    store: Arc<dyn Store>,
+    pools: Pools,
+    commit: commit::Committer,
+    acme: std::sync::Mutex<AcmeStored>,
+    /// Certificate status of `tls: "auto"` domains, kept by the ACME manager for the API.
+    acme_status: dashmap::DashMap<String, CertStatus>,
+    /// Woken when a change may need the ACME manager's attention.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Control {
+    /// A writer for `store`, waiting (`Writes::Waiting`) until `open_writes`.
+    pub fn new(store: Arc<dyn Store>, pools: Pools) -> Self {
+        Control {
+            state: Arc::new(State::default()),
+            store,
+            pools,
+            commit: commit::Committer::default(),
+            acme: Default::default(),
+            acme_status: Default::default(),
+            changed: Arc::default(),
+        }
+    }
+
+    /// The tables, for the proxy and the TLS callback (through `State::reader`) and for start-up.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    /// Most changes one store write holds atomically (etcd: one transaction).
+    pub fn atomic_limit(&self) -> usize {
+        self.store.atomic_limit()
+    }
+
+    /// Take the fleet-wide lock on ordering `name`'s certificate (always granted on a single node).
+    pub async fn lock_order(
+        &self,
+        name: &str,
+        ttl: i64,
+    ) -> Result<Option<crate::store::OrderLock>, StoreError> {
+        self.store.lock_order(name, ttl).await
+    }
+
+    pub async fn unlock(&self, lock: crate::store::OrderLock) {
+        self.store.unlock(lock).await
+    }
+
+    /// What the ACME manager waits on.
+    pub fn watch(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    pub fn wake_watchers(&self) {
+        self.changed.notify_one();
+    }
+
+    /// The ACME account and budget as last stored.
+    pub fn acme_stored(&self) -> AcmeStored {
+        self.acme_stored_mut().clone()
+    }
+
+    fn acme_stored_mut(&self) -> std::sync::MutexGuard<'_, AcmeStored> {
+        self.acme.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ACME manager's view of a `tls: "auto"` domain's certificate, for the API.
+    pub fn acme_status(&self, host: &str) -> Option<CertStatus> {
+        self.acme_status.get(host).map(|s| s.clone())
+    }
+
+    pub fn set_acme_status(&self, host: &str, status: CertStatus) {
+        self.acme_status.insert(host.to_string(), status);
+    }
+
+    /// Forget the status of domains `keep` rejects (gone, or no longer `auto`).
+    pub fn retain_acme_status(&self, keep: impl Fn(&str) -> bool) {
+        self.acme_status.retain(|h, _| keep(h));
+    }
+
+    pub fn domain(&self, host: &str) -> Option<Domain> {
+        self.state.routes.get(host).map(|r| r.domain.clone())
+    }
+
+    pub fn domains(&self) -> Vec<Domain> {
+        self.state.routes.domains()
+    }
+
+    pub fn certificate(&self, host: &str) -> Option<Arc<CertBundle>> {
+        self.state.certs.get(host)
+    }
+
+    pub fn certificates(&self) -> Vec<Arc<CertBundle>> {
+        self.state.certs.all()
+    }
+
+    /// The stored challenge for `token`, unless it has expired.
+    pub fn challenge(&self, token: &str) -> Option<Challenge> {
+        self.state
+            .challenges
+            .get(token)
+            .filter(|c| c.expires_at > unix_now())
+    }
+
+    fn update_gauges(&self) {
+        metrics::DOMAINS.set(self.state.routes.len() as i64);
+        metrics::CHALLENGE_TOKENS.set(self.state.challenges.len() as i64);
+        metrics::POOLS.set(self.pools.len() as i64);
+        metrics::BACKENDS.set(self.pools.backend_count() as i64);
+        metrics::CERTIFICATES.set(self.state.certs.len() as i64);
+    }
+
+    /// Gauges too costly to keep current on every change (O(n) in certificates): set at each scrape.
+    pub fn refresh_scrape_gauges(&self) {
+        metrics::CERT_SOONEST_EXPIRY.set(self.state.certs.soonest_expiry().unwrap_or(0));
+    }
+}
+
+#[cfg(test)]
+mod tests;

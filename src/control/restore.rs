@@ -1,0 +1,152 @@
+//! Filling memory from the store: at start-up (memory only: start-up reads, it never writes), after a
+//! lost watch or a gap in a followed log (`resync`: only differences are applied, so nothing stops
+//! being served), and the writes a process owes once it owns the store (seed list, expired tokens).
+
+use super::{AcmeStored, ApplyError, Control};
+use crate::model::{unix_now, CertRecord, Change, Domain};
+use crate::store::{Snapshot, StoreError};
+use crate::tls::{self, CertBundle};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+impl Control {
+    /// Fill memory from a loaded snapshot (start-up). Certificates are parsed in parallel on every
+    /// core; one that does not parse stops start-up. Expired challenges are kept (never answered) until
+    /// `expire_challenges` deletes them durably, once this process may write.
+    pub fn restore(&self, snap: Snapshot) -> Result<(), StoreError> {
+        let now = unix_now();
+        *self.acme_stored_mut() = AcmeStored {
+            account: snap.acme_account,
+            budget: snap.acme_budget.unwrap_or_default(),
+        };
+        for b in parse_all(&snap.certificates)? {
+            if b.not_after <= now as i64 {
+                log::warn!(
+                    "certificate for {} expired at {}",
+                    b.host,
+                    tls::rfc3339(b.not_after)
+                );
+            }
+            self.state.certs.publish(Arc::new(b));
+        }
+        for d in &snap.domains {
+            self.put_route(d);
+        }
+        for c in &snap.challenges {
+            self.put_challenge(c);
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Make memory equal to `snap` (after a lost or compacted watch, or a gap in a followed log): apply
+    /// what differs, drop what is gone. Unchanged entries are left alone.
+    pub fn resync(&self, snap: Snapshot) {
+        let hosts: HashSet<String> = snap.domains.iter().map(|d| d.host.clone()).collect();
+        for d in snap.domains {
+            if self.domain(&d.host).as_ref() != Some(&d) {
+                self.put_route(&d);
+            }
+        }
+        for d in self.domains() {
+            if !hosts.contains(&d.host) {
+                self.state.routes.remove(&d.host);
+            }
+        }
+        let tokens: HashSet<String> = snap.challenges.iter().map(|c| c.token.clone()).collect();
+        for c in &snap.challenges {
+            self.put_challenge(c);
+        }
+        for t in self.state.challenges.expired(u64::MAX) {
+            if !tokens.contains(&t) {
+                self.state.challenges.remove(&t);
+            }
+        }
+        let certs: HashSet<String> = snap.certificates.iter().map(|c| c.host.clone()).collect();
+        for rec in snap.certificates {
+            self.apply_memory(Change::PutCertificate(rec));
+        }
+        for b in self.certificates() {
+            if !certs.contains(&b.host) {
+                self.state.certs.remove(&b.host);
+            }
+        }
+        *self.acme_stored_mut() = AcmeStored {
+            account: snap.acme_account,
+            budget: snap.acme_budget.unwrap_or_default(),
+        };
+        self.update_gauges();
+        self.wake_watchers();
+    }
+
+    /// Apply the configuration's seed list where memory differs: the file wins over an API change to a
+    /// seeded domain. In chunks the store writes atomically (each seed stands alone).
+    pub async fn apply_seeds(self: &Arc<Self>, seeds: &[Domain]) -> Result<usize, ApplyError> {
+        let changed: Vec<Change> = seeds
+            .iter()
+            .filter(|d| self.domain(&d.host).as_ref() != Some(*d))
+            .cloned()
+            .map(Change::PutDomain)
+            .collect();
+        let n = changed.len();
+        if n > 0 {
+            log::info!("applying {n} domains from the configuration's seed list");
+        }
+        let chunk = self.atomic_limit().clamp(1, 1024);
+        for part in changed.chunks(chunk) {
+            self.apply(part.to_vec()).await?;
+        }
+        Ok(n)
+    }
+
+    /// Delete every challenge expired at `now`, durably. Returns how many went.
+    pub async fn expire_challenges(self: &Arc<Self>, now: u64) -> Result<usize, ApplyError> {
+        let expired: Vec<Change> = self
+            .state
+            .challenges
+            .expired(now)
+            .into_iter()
+            .map(|token| Change::DeleteChallenge { token })
+            .collect();
+        let n = expired.len();
+        for c in expired {
+            // One by one: a token deleted through the API meanwhile is simply not found.
+            match self.apply(vec![c]).await {
+                Ok(()) | Err(ApplyError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Parse stored certificates on every core.
+fn parse_all(records: &[CertRecord]) -> Result<Vec<CertBundle>, StoreError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|r| {
+                            tls::bundle::parse(r, 0, false).map_err(|e| StoreError::Corrupt {
+                                path: format!("certificate of {}", r.host).into(),
+                                message: e.to_string(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        for h in handles {
+            out.extend(h.join().expect("certificate parsing does not panic")?);
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,49 @@
+//! What the hot paths read: the route table, the challenge tokens and the certificates. `control` is
+//! the only writer (it owns a `State`); the proxy and the TLS callback get a `Reader`, which offers
+//! lookups and nothing else. Every lookup is a map probe or two and never allocates.
+
+pub mod challenges;
+pub mod routes;
+
+pub use challenges::Challenges;
+pub use routes::{Route, Routes};
+
+use crate::tls::{CertReader, CertStore};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The tables, as their writer sees them.
+#[derive(Default)]
+pub struct State {
+    pub routes: Routes,
+    pub challenges: Challenges,
+    pub certs: Arc<CertStore>,
+}
+
+impl State {
+    /// A read-only handle for the proxy and the TLS callback.
+    pub fn reader(self: &Arc<Self>) -> Reader {
+        Reader(self.clone())
+    }
+}
+
+/// Read-only access to the tables: what a request or a handshake may look up.
+#[derive(Clone)]
+pub struct Reader(Arc<State>);
+
+impl Reader {
+    /// The route for a normalised request host (exact, then one-level wildcard).
+    pub fn route(&self, host: &str) -> Option<Arc<Route>> {
+        self.0.routes.lookup(host)
+    }
+
+    /// The key authorization for `token` if it was registered for `host` and has not expired.
+    pub fn challenge(&self, token: &str, host: &str, now: u64) -> Option<Bytes> {
+        self.0.challenges.lookup(token, host, now)
+    }
+
+    /// The certificates, for the TLS callback.
+    pub fn certs(&self) -> CertReader {
+        CertReader::new(self.0.certs.clone())
+    }
+}
