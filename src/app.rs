@@ -65,7 +65,8 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             (control, follower, Some(s))
         }
         None => {
-            let s = DirStore::open(&config.state_dir)?;
+            let s =
+                DirStore::open(&config.state_dir)?.with_checkpoint_bytes(config.checkpoint_bytes);
             let (snap, tail) = s.snapshot()?;
             let control = new_control(config, Arc::new(s.clone()));
             control.restore(snap)?;
@@ -134,6 +135,8 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     crate::metrics::init();
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     let phases = server.watch_execution_phase();
+    // Seeds are served from the file at once, and written once this process owns the store.
+    control.preview_seeds(&config.seeds);
     // Take the sockets over (an upgrade: wait for the old process to send them) while following what
     // the old process still writes. The thread stops before Pingora may fork (`-d`).
     let following = follower.spawn_thread();
@@ -229,7 +232,6 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
         "state writer",
         StateWriter {
             follower: Mutex::new(Some(follower)),
-            seeds: config.seeds,
             handover: handover.clone(),
             drain_limit: config.request_wait + Duration::from_secs(2),
         },

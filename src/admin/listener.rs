@@ -3,8 +3,9 @@
 //! reach the new process as soon as it can take the writer role. So at the hand-over (the sockets are
 //! sent) this loop stops accepting at once, its open connections answer the request they have (or
 //! one that arrives within `request_wait`) with `Connection: close`, and when the last one is done it
-//! tells the state writer, which then hands the state over. The listening socket itself is the one
-//! Pingora passes between processes (`ListenFds`), so the new process accepts on the same socket.
+//! tells the state writer, which then hands the state over (an idle connection waits at most 200 ms).
+//! The listening socket itself is the one Pingora passes between processes (`ListenFds`), so the new
+//! process accepts on the same socket.
 
 use super::AdminApp;
 use crate::control::handover::{until_set, Handover};
@@ -21,6 +22,11 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// Longest wait, at the hand-over, for a request on an idle admin connection: enough for one already
+/// on its way (admin clients are local or in the data centre), short because the new process's
+/// writes wait for this drain.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 pub struct AdminService {
     pub app: Arc<AdminApp>,
@@ -88,8 +94,10 @@ impl Service for AdminService {
                 _ = until_set(&mut sent) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => {
+                        // As Pingora's listeners: a response is not held back for an ACK.
+                        let _ = tcp.set_nodelay(true);
                         let (app, stop, busy) = (self.app.clone(), stop.clone(), busy.clone());
-                        let wait = self.request_wait;
+                        let wait = self.request_wait.min(IDLE_WAIT);
                         tokio::spawn(async move {
                             serve(app, Box::new(L4Stream::from(tcp)), stop, wait).await;
                             drop(busy);

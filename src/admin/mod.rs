@@ -285,9 +285,16 @@ fn apply_error(e: ApplyError) -> Reply {
         }
         ApplyError::Store(e) => {
             log::error!("state store write failed: {e}");
+            let full = matches!(&e, StoreError::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
+            let status = if full {
+                StatusCode::INSUFFICIENT_STORAGE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
             error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("state store write failed: {e}"),
+                status,
+                &format!("state store write failed (nothing changed): {e}"),
             )
         }
     }

@@ -50,6 +50,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
+    pub checkpoint_bytes: u64,
     pub seeds: Vec<Domain>,
     pub challenge_ttl_seconds: u64,
     pub connect_timeout: Duration,
@@ -207,6 +208,12 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             "must be above 0".into(),
         ));
     }
+    if !(4096..=1 << 30).contains(&f.state.checkpoint_bytes) {
+        return Err(e(
+            "edgeward.state.checkpoint_bytes".into(),
+            "must be between 4096 and 1073741824".into(),
+        ));
+    }
     if f.shutdown.request_wait_ms > MAX_REQUEST_WAIT_MS {
         return Err(e(
             "edgeward.shutdown.request_wait_ms".into(),
@@ -338,6 +345,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
         state_dir: PathBuf::from(f.state.dir),
+        checkpoint_bytes: f.state.checkpoint_bytes,
         seeds,
         challenge_ttl_seconds: ttl,
         connect_timeout: Duration::from_millis(f.upstreams.connect_timeout_ms),
@@ -505,6 +513,8 @@ mod tests {
         assert!(e.contains("edgeward.acme.retry"), "{e}");
         let c = check("edgeward:\n  acme: {directory: \"https://x\"}\n").unwrap();
         assert!(c.policy.acme_enabled);
+        let e = check("edgeward:\n  state: {checkpoint_bytes: 100}\n").unwrap_err();
+        assert!(e.contains("edgeward.state.checkpoint_bytes"), "{e}");
         let e = check("edgeward:\n  shutdown: {request_wait_ms: 60001}\n").unwrap_err();
         assert!(e.contains("edgeward.shutdown.request_wait_ms"), "{e}");
         let e = check("edgeward:\n  shutdown: {request_wait: 5}\n").unwrap_err();

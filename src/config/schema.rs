@@ -182,6 +182,9 @@ impl Default for AdminFile {
 pub struct StateFile {
     #[serde(default = "default_state_dir")]
     pub dir: String,
+    /// Journal size that starts a checkpoint into the object files.
+    #[serde(default = "default_checkpoint_bytes")]
+    pub checkpoint_bytes: u64,
     /// A fleet's shared store instead of the directory.
     #[serde(default)]
     pub etcd: Option<EtcdFile>,
@@ -223,9 +226,14 @@ impl Default for StateFile {
     fn default() -> Self {
         StateFile {
             dir: default_state_dir(),
+            checkpoint_bytes: default_checkpoint_bytes(),
             etcd: None,
         }
     }
+}
+
+fn default_checkpoint_bytes() -> u64 {
+    crate::store::dir::CHECKPOINT_BYTES
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,8 @@
 //! Pingora takes the listening sockets over (`FollowThread`), then by the `StateWriter` service. That
 //! service takes the directory's lock (waiting while the process an upgrade replaces still holds
 //! it), reads the last records under the lock, opens the gate, and only then writes what this process
-//! owes: the configuration's seed list and the expiry of old challenge tokens.
+//! owes: the configuration's seed list (served from memory since start-up) and the expiry of old
+//! challenge tokens.
 //!
 //! In the process being replaced, the hand-over starts when Pingora has sent the listening sockets
 //! (`Handover::sockets_sent`): the admin listener stops accepting and answers what it has, the ACME
@@ -14,7 +15,7 @@
 
 use super::{Control, Writes};
 use crate::metrics;
-use crate::model::{unix_now, Domain};
+use crate::model::unix_now;
 use crate::store::dir::{DirStore, Followed, Lock, Tail};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -167,7 +168,6 @@ impl Handover {
 /// The background service that owns the writer role of this process.
 pub struct StateWriter {
     pub follower: Mutex<Option<Follower>>,
-    pub seeds: Vec<Domain>,
     pub handover: Arc<Handover>,
     /// How long the admin listener may take to answer its last requests at the hand-over.
     pub drain_limit: Duration,
@@ -261,7 +261,7 @@ impl StateWriter {
     async fn write_owed(&self, control: &Arc<Control>, shutdown: &mut ShutdownWatch) {
         let mut delay = Duration::from_millis(200);
         loop {
-            match control.apply_seeds(&self.seeds).await {
+            match control.apply_seeds().await {
                 Ok(_) => break,
                 Err(e) => log::error!("applying the seed list failed, retrying in {delay:?}: {e}"),
             }

@@ -60,6 +60,7 @@ pub struct Control {
     pools: Pools,
     commit: commit::Committer,
     acme: std::sync::Mutex<AcmeStored>,
+    seeds: std::sync::Mutex<restore::SeedPreview>,
     /// Certificate status of `tls: "auto"` domains, kept by the ACME manager for the API.
     acme_status: dashmap::DashMap<String, CertStatus>,
     /// Woken when a change may need the ACME manager's attention.
@@ -75,6 +76,7 @@ impl Control {
             pools,
             commit: commit::Committer::default(),
             acme: Default::default(),
+            seeds: Default::default(),
             acme_status: Default::default(),
             changed: Arc::default(),
         }

@@ -9,6 +9,14 @@ use crate::tls::{self, CertBundle};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// The configuration's seed list while this process serves it before it may write it.
+#[derive(Default)]
+pub(super) struct SeedPreview {
+    seeds: Vec<Domain>,
+    /// Seeded hosts whose stored form may differ from the seed.
+    unstored: HashSet<String>,
+}
+
 impl Control {
     /// Fill memory from a loaded snapshot (start-up). Certificates are parsed in parallel on every
     /// core; one that does not parse stops start-up. Expired challenges are kept (never answered) until
@@ -75,19 +83,49 @@ impl Control {
             account: snap.acme_account,
             budget: snap.acme_budget.unwrap_or_default(),
         };
-        self.update_gauges();
+        // The snapshot is the store; seeds not yet written are served from the file still.
+        self.preview(&mut self.seeds_mut());
         self.wake_watchers();
     }
 
-    /// Apply the configuration's seed list where memory differs: the file wins over an API change to a
-    /// seeded domain. In chunks the store writes atomically (each seed stands alone).
-    pub async fn apply_seeds(self: &Arc<Self>, seeds: &[Domain]) -> Result<usize, ApplyError> {
-        let changed: Vec<Change> = seeds
-            .iter()
-            .filter(|d| self.domain(&d.host).as_ref() != Some(*d))
-            .cloned()
-            .map(Change::PutDomain)
-            .collect();
+    /// Serve the configuration's seed list from memory at once (start-up, before this process may
+    /// write): the file is their durable source, and the file wins over an API change to a seeded
+    /// domain. `apply_seeds` makes them durable once this process owns the store.
+    pub fn preview_seeds(&self, seeds: &[Domain]) {
+        let mut preview = self.seeds_mut();
+        preview.seeds = seeds.to_vec();
+        self.preview(&mut preview);
+    }
+
+    /// Seeds that differ from memory go into memory, remembered as not in the store yet.
+    fn preview(&self, p: &mut SeedPreview) {
+        for d in &p.seeds {
+            if self.domain(&d.host).as_ref() != Some(d) {
+                p.unstored.insert(d.host.clone());
+                self.put_route(d);
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn seeds_mut(&self) -> std::sync::MutexGuard<'_, SeedPreview> {
+        self.seeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write the seed list where the store may differ (what memory shows after following the store,
+    /// or what was previewed), in chunks the store writes atomically (each seed stands alone).
+    pub async fn apply_seeds(self: &Arc<Self>) -> Result<usize, ApplyError> {
+        let changed: Vec<Change> = {
+            let p = self.seeds_mut();
+            p.seeds
+                .iter()
+                .filter(|d| {
+                    p.unstored.contains(&d.host) || self.domain(&d.host).as_ref() != Some(*d)
+                })
+                .cloned()
+                .map(Change::PutDomain)
+                .collect()
+        };
         let n = changed.len();
         if n > 0 {
             log::info!("applying {n} domains from the configuration's seed list");
@@ -96,6 +134,8 @@ impl Control {
         for part in changed.chunks(chunk) {
             self.apply(part.to_vec()).await?;
         }
+        // From now on seeded domains are domains like any other.
+        *self.seeds_mut() = SeedPreview::default();
         Ok(n)
     }
 

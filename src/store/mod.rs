@@ -50,7 +50,10 @@ impl StoreError {
         match self {
             StoreError::Io { path, source } => StoreError::Io {
                 path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
             },
             StoreError::Corrupt { path, message } => StoreError::Corrupt {
                 path: path.clone(),

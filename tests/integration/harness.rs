@@ -1,7 +1,7 @@
 //! Test peers started on loopback: edgeward itself (the real binary), plain HTTP upstreams that echo
 //! what they received, and an HTTP client. Readiness is polled with a deadline; nothing sleeps blindly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,13 +11,20 @@ pub const TOKEN: &str = "test-admin-token";
 /// Generous: the whole suite runs in parallel on 2 cores with several Pebbles and etcd clusters.
 pub const DEADLINE: Duration = Duration::from_secs(45);
 
-/// A port that was free a moment ago (Pingora binds by address, so tests pick the port).
+/// A port that was free a moment ago (Pingora binds by address, so tests pick the port), never the
+/// same one twice in this test process: tests running in parallel would otherwise race for it.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Poll `f` until it returns `Some`, or panic with `what` after the deadline.
@@ -109,6 +116,8 @@ pub struct Edgeward {
     pub extra: String,
     /// Appended under `edgeward.state` (e.g. an `etcd:` block).
     pub state_extra: String,
+    /// Environment of the edgeward process (e.g. `EDGEWARD_FAULTS`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -147,6 +156,7 @@ impl Edgeward {
             admin: free_port(),
             extra: extra.to_string(),
             state_extra: String::new(),
+            env: Vec::new(),
             child: None,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -162,10 +172,11 @@ impl Edgeward {
     pub fn write_config(&self) {
         let yaml = format!(
             "version: 1\nthreads: 1\npid_file: {dir}/edgeward.pid\nupgrade_sock: {dir}/upgrade.sock\n\
-             grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n\
+             grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
              edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n  https: [\"127.0.0.1:{https}\"]\n\
              \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
-             \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n{extra}",
+             \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n\
+             \x20 shutdown:\n    request_wait_ms: 500\n{extra}",
             dir = self.dir.display(),
             http = self.http,
             raw = self.http_raw,
@@ -184,6 +195,11 @@ impl Edgeward {
         self.wait_ready().await;
     }
 
+    /// The pid of the running process (the new one after an upgrade).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     fn command(&self, extra_args: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -195,7 +211,9 @@ impl Edgeward {
             .arg("-c")
             .arg(self.config_path())
             .env_remove("EDGEWARD_ADMIN_TOKEN")
+            .env_remove("EDGEWARD_FAULTS")
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -249,7 +267,7 @@ impl Edgeward {
         }
     }
 
-    fn log_of(&self) -> String {
+    pub fn log_of(&self) -> String {
         std::fs::read_to_string(self.dir.join("edgeward.log")).unwrap_or_default()
     }
 

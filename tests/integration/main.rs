@@ -5,6 +5,7 @@ mod admin;
 mod certs;
 mod challenges;
 mod cli;
+mod durability;
 mod fleet;
 mod harness;
 mod pebble;

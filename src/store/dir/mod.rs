@@ -20,7 +20,7 @@ mod writer;
 
 pub use faults::Fs;
 pub use follow::{Followed, Tail};
-pub use writer::Lock;
+pub use writer::{Lock, CHECKPOINT_BYTES};
 
 pub(crate) use files::write_atomic;
 
@@ -40,6 +40,7 @@ pub struct DirStore {
 struct Inner {
     layout: Layout,
     fs: Fs,
+    checkpoint_bytes: u64,
     /// This process's right to write, once it has taken the lock.
     writer: Mutex<Option<Writer>>,
 }
@@ -57,9 +58,18 @@ impl DirStore {
             inner: Arc::new(Inner {
                 layout: Layout { root: root.into() },
                 fs,
+                checkpoint_bytes: CHECKPOINT_BYTES,
                 writer: Mutex::new(None),
             }),
         }
+    }
+
+    /// Checkpoint once the journal reaches `n` bytes (before any clone of this handle).
+    pub fn with_checkpoint_bytes(mut self, n: u64) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.checkpoint_bytes = n;
+        }
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -96,6 +106,7 @@ impl DirStore {
     pub fn take_over(&self, lock: Lock, tail: &mut Tail) -> Result<Followed, StoreError> {
         let rest = tail.poll()?;
         let mut w = Writer::open(lock, self.inner.layout.clone(), self.inner.fs.clone())?;
+        w.checkpoint_bytes = self.inner.checkpoint_bytes;
         w.start_leftover_checkpoint();
         *self.writer() = Some(w);
         Ok(rest)
