@@ -214,7 +214,10 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             .map_err(anyhow::Error::msg)?;
         server.add_service(background_service(
             "acme manager",
-            crate::acme::manager::ManagerService(manager),
+            crate::acme::manager::ManagerService {
+                manager,
+                handover: handover.clone(),
+            },
         ));
     }
     if let Some(store) = etcd {

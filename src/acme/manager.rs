@@ -4,12 +4,13 @@
 //! change wakes it. A failing domain backs off on its own and never blocks the others.
 
 use super::client::{self, CaHttp, Issued, OrderError, Responder};
+use super::responder::ControlResponder;
 use super::schedule::{jitter_of, next_attempt, renew_at};
 use super::{AcmeConfig, CertState, CertStatus};
-use crate::control::handover::{until_closed, until_writable};
+use crate::control::handover::{until_closing, until_writable, Handover};
 use crate::control::{unix_now, ApplyError, Control};
 use crate::metrics;
-use crate::model::{AccountRecord, Challenge, Change, TlsMode};
+use crate::model::{AccountRecord, Change, TlsMode};
 use crate::model::{CertRecord, CertSource};
 use crate::tls::rfc3339;
 use async_trait::async_trait;
@@ -20,9 +21,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-
-/// How long an HTTP-01 token stays registered if an order dies without removing it.
-const TOKEN_TTL: u64 = 3600;
 
 /// The CA's renewal window for one certificate (ARI), and when to ask again.
 #[derive(Debug, Clone)]
@@ -218,11 +216,14 @@ impl Manager {
                 .filter(|_| self.ari_offered())
                 .and_then(|b| client::cert_id(&b.leaf));
             tokio::spawn(async move {
-                // A graceful upgrade hands the writer role over: the order stops here and the new
-                // process, which finds the certificate still due, orders it.
+                let responder = ControlResponder::new(me.control.clone());
+                // A graceful upgrade hands the writer role over: the order stops here (its tokens
+                // removed while this process may still write) and the new process, which finds
+                // the certificate still due, orders it.
                 tokio::select! {
-                    _ = me.run_order(&host, renewal, replaces, &lock) => {}
-                    _ = until_closed(&me.control) => {
+                    _ = me.run_order(&host, renewal, replaces, &lock, &responder) => {}
+                    _ = until_closing(&me.control) => {
+                        responder.remove_all().await;
                         log::info!("order for {host} left to the new process (graceful upgrade)");
                     }
                 }
@@ -366,15 +367,13 @@ impl Manager {
         renewal: bool,
         replaces: Option<instant_acme::CertificateIdentifier<'static>>,
         lock: &crate::store::OrderLock,
+        responder: &ControlResponder,
     ) {
-        let responder = ControlResponder {
-            control: self.control.clone(),
-        };
         // A CA that stops answering must not hold a slot forever: bound the whole order.
         let limit = Duration::from_secs(self.cfg.order_timeout_seconds.saturating_mul(2));
         let order = async {
             let account = self.account().await?;
-            client::issue(&account, &self.cfg, host, replaces, &responder).await
+            client::issue(&account, &self.cfg, host, replaces, responder).await
         };
         let result = match tokio::time::timeout(limit, order).await {
             Ok(r) => r,
@@ -387,7 +386,7 @@ impl Manager {
         }
         let now = unix_now() as i64;
         let outcome = match result {
-            Ok(issued) => self.publish(host, issued, lock).await,
+            Ok(issued) => self.publish(host, issued, lock, responder).await,
             Err(e) => Err(e),
         };
         let mut tracks = self.tracks();
@@ -442,10 +441,8 @@ impl Manager {
         host: &str,
         issued: Issued,
         lock: &crate::store::OrderLock,
+        responder: &ControlResponder,
     ) -> Result<(), OrderError> {
-        let responder = ControlResponder {
-            control: self.control.clone(),
-        };
         if !responder.still_wanted(host) {
             return Err(OrderError::Abandoned);
         }
@@ -513,68 +510,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Challenge tokens go through `Control` like any change: durable, then live on every listener.
-struct ControlResponder {
-    control: Arc<Control>,
-}
-
-#[async_trait]
-impl Responder for ControlResponder {
-    async fn put_token(
-        &self,
-        token: &str,
-        host: &str,
-        key_authorization: &str,
-    ) -> Result<(), String> {
-        let c = Challenge {
-            token: token.to_string(),
-            host: host.to_string(),
-            key_authorization: key_authorization.to_string(),
-            expires_at: unix_now() + TOKEN_TTL,
-        };
-        self.control
-            .apply(vec![Change::PutChallenge(c)])
-            .await
-            .map_err(|e| format!("registering the challenge token: {e}"))
-    }
-
-    async fn remove_token(&self, token: &str) {
-        let change = Change::DeleteChallenge {
-            token: token.to_string(),
-        };
-        match self.control.apply(vec![change]).await {
-            Ok(()) | Err(ApplyError::NotFound(_)) => {}
-            Err(e) => log::warn!("removing challenge token failed (it expires anyway): {e}"),
-        }
-    }
-
-    fn still_wanted(&self, host: &str) -> bool {
-        self.control
-            .domain(host)
-            .is_some_and(|d| d.tls == TlsMode::Auto)
-    }
-}
-
 /// Pingora background service wrapper.
-pub struct ManagerService(pub Arc<Manager>);
+pub struct ManagerService {
+    pub manager: Arc<Manager>,
+    pub handover: Arc<Handover>,
+}
 
 #[async_trait]
 impl BackgroundService for ManagerService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let m = &self.0;
+        let m = &self.manager;
+        self.handover.acme_running();
         // Orders are writes: none before this process owns the store, none after it handed it over.
-        if !until_writable(&m.control, &mut shutdown).await {
-            return;
-        }
-        let changed = m.control.watch();
-        loop {
-            let sleep = m.tick().await;
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = until_closed(&m.control) => return,
-                _ = changed.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+        if until_writable(&m.control, &mut shutdown).await {
+            let changed = m.control.watch();
+            loop {
+                let sleep = m.tick().await;
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = until_closing(&m.control) => break,
+                    _ = changed.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
             }
+            // The hand-over: every order task stops and removes its tokens; then let go.
+            let all = m.cfg.max_concurrent_orders as u32;
+            let _ = m.slots.acquire_many(all).await;
         }
+        self.handover.acme_stopped();
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod manager;
+mod responder;
 pub mod schedule;
 
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,7 @@ pub mod auth;
 pub mod listener;
 pub mod ops;
 
-use crate::control::{ApplyError, Control};
+use crate::control::{ApplyError, Control, Writes};
 use crate::model::{Change, FieldError};
 use crate::store::StoreError;
 use crate::tls::CertInfo;
@@ -36,7 +36,17 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         if method == Method::GET && path == "/v1/health" {
-            return reply(StatusCode::OK, &json!({"status": "ok"}));
+            // Which process answers, and whether it writes: an upgrade script waits for the new pid
+            // to report `"writer": "open"`.
+            let writer = match *self.control.writes().borrow() {
+                Writes::Waiting => "waiting",
+                Writes::Open => "open",
+                Writes::Closing | Writes::Closed => "handed_over",
+            };
+            return reply(
+                StatusCode::OK,
+                &json!({"status": "ok", "pid": std::process::id(), "writer": writer}),
+            );
         }
         let auth = session
             .req_header()

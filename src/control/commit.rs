@@ -17,7 +17,10 @@ pub enum Writes {
     /// Loaded, following the current writer, not owning the store yet.
     Waiting,
     Open,
-    /// Handed over to a successor (graceful upgrade): this process writes nothing any more.
+    /// A graceful upgrade's hand-over has started: the last writes are answered (admin requests
+    /// already accepted, the ACME manager removing its orders' tokens), no new order starts.
+    Closing,
+    /// Handed over to a successor: this process writes nothing any more.
     Closed,
 }
 
@@ -80,6 +83,17 @@ impl Control {
         self.commit.gate.send_replace(Writes::Open);
     }
 
+    /// The hand-over starts: writes still go through, the ACME manager stops.
+    pub fn begin_closing(&self) {
+        self.commit.gate.send_if_modified(|w| {
+            let open = *w == Writes::Open;
+            if open {
+                *w = Writes::Closing;
+            }
+            open
+        });
+    }
+
     /// Stop writing (hand-over to a successor): waits for the write in progress; everything queued
     /// after it is answered `NotWriter`.
     pub async fn close_writes(&self) {
@@ -96,7 +110,7 @@ impl Control {
 
     fn check_open(&self) -> Result<(), ApplyError> {
         match &*self.commit.gate.borrow() {
-            Writes::Open => Ok(()),
+            Writes::Open | Writes::Closing => Ok(()),
             w => Err(not_writer(w)),
         }
     }

@@ -131,12 +131,23 @@ impl FollowThread {
 }
 
 /// The graceful upgrade's hand-over, as the services of the process being replaced see it.
-#[derive(Default)]
 pub struct Handover {
     /// Pingora sent the listening sockets to the new process.
     sockets_sent: watch::Sender<bool>,
     /// The admin listener stopped accepting and answered what it had accepted.
     admin_drained: watch::Sender<bool>,
+    /// No ACME order runs (true without an ACME manager).
+    acme_stopped: watch::Sender<bool>,
+}
+
+impl Default for Handover {
+    fn default() -> Self {
+        Handover {
+            sockets_sent: watch::channel(false).0,
+            admin_drained: watch::channel(false).0,
+            acme_stopped: watch::channel(true).0,
+        }
+    }
 }
 
 impl Handover {
@@ -152,14 +163,28 @@ impl Handover {
         self.admin_drained.send_replace(true);
     }
 
-    async fn wait_admin_drained(&self, limit: Duration) {
-        let mut rx = self.admin_drained.subscribe();
-        if tokio::time::timeout(limit, rx.wait_for(|d| *d))
-            .await
-            .is_err()
-        {
+    /// An ACME manager runs: the hand-over waits for `acme_stopped`.
+    pub fn acme_running(&self) {
+        self.acme_stopped.send_replace(false);
+    }
+
+    pub fn acme_stopped(&self) {
+        self.acme_stopped.send_replace(true);
+    }
+
+    /// Wait (at most `limit`) for the admin listener and the ACME manager to finish their writes.
+    async fn wait_writers_done(&self, limit: Duration) {
+        let (mut admin, mut acme) = (
+            self.admin_drained.subscribe(),
+            self.acme_stopped.subscribe(),
+        );
+        let both = async {
+            until_set(&mut admin).await;
+            until_set(&mut acme).await;
+        };
+        if tokio::time::timeout(limit, both).await.is_err() {
             log::warn!(
-                "admin connections still open after {limit:?}; handing the state over anyway"
+                "admin connections or ACME orders still busy after {limit:?}; handing the state over anyway"
             );
         }
     }
@@ -277,7 +302,8 @@ impl StateWriter {
     /// The process being replaced: let the admin listener answer, stop writing, release the lock.
     async fn hand_over(&self, f: &mut Follower) {
         log::info!("graceful upgrade: handing the state over to the new process");
-        self.handover.wait_admin_drained(self.drain_limit).await;
+        f.control.begin_closing();
+        self.handover.wait_writers_done(self.drain_limit).await;
         f.control.close_writes().await;
         metrics::STATE_WRITER.set(0);
         if let Some((store, tail)) = f.dir.as_mut() {
@@ -354,8 +380,10 @@ pub async fn until_writable(control: &Control, shutdown: &mut ShutdownWatch) -> 
     }
 }
 
-/// Resolves once this process has handed its writer role over.
-pub async fn until_closed(control: &Control) {
+/// Resolves once the hand-over of this process's writer role has started.
+pub async fn until_closing(control: &Control) {
     let mut w = control.writes();
-    let _ = w.wait_for(|w| *w == Writes::Closed).await;
+    let _ = w
+        .wait_for(|w| matches!(w, Writes::Closing | Writes::Closed))
+        .await;
 }

@@ -281,3 +281,75 @@ async fn switching_off_auto_abandons_and_never_renews() {
     let (_, d) = e.api("GET", "/v1/domains/fickle.test", None).await;
     assert!(d.get("certificate").is_none(), "{d}");
 }
+
+/// A TCP relay to `to` that holds new connections while paused: Pebble's validations go through it,
+/// so a test decides when an order can complete.
+struct ValidationGate {
+    port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ValidationGate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ValidationGate {
+    async fn start(to: u16) -> ValidationGate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let _ = rx.wait_for(|o| *o).await;
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        ValidationGate { port, open, task }
+    }
+}
+
+/// An order in flight in the old process at a graceful upgrade is left to the new one: the old one
+/// removes its token before it lets go of the state, the new one orders, and one certificate is
+/// served, with no token left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_in_flight_at_an_upgrade_is_picked_up_by_the_new_process() {
+    let up = Upstream::start("up").await;
+    let mut e = Edgeward::new("");
+    let gate = ValidationGate::start(e.http).await;
+    let p = Pebble::start(gate.port, None).await;
+    e.extra = p.acme_yaml(RETRY);
+    e.spawn().await;
+    e.put_domain("handed.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    // The old process's order waits for its validation, held at the gate, with its token stored.
+    let first_token = eventually("the old process's order to register its token", || async {
+        e.stored().challenges.first().map(|c| c.token.clone())
+    })
+    .await;
+    e.upgrade().await;
+    assert!(
+        e.stored().challenges.iter().all(|c| c.token != first_token),
+        "the old process left its token behind"
+    );
+    gate.open.send_replace(true);
+    eventually("the new process to get the certificate", || async {
+        (cert_state(&e, "handed.test").await["state"] == "valid").then_some(())
+    })
+    .await;
+    served_serial(&e, &p, "handed.test")
+        .await
+        .expect("served, chained to Pebble's root");
+    assert_eq!(e.stored().certificates.len(), 1);
+    eventually("the new order's token to go", || async {
+        e.stored().challenges.is_empty().then_some(())
+    })
+    .await;
+}

@@ -223,8 +223,22 @@ impl Edgeward {
     /// Pingora's graceful upgrade: start a new process with `-u`, SIGQUIT the old one, and return once
     /// the old one has exited; the new one is then this node's process.
     pub async fn upgrade(&mut self) {
+        let old = self.begin_upgrade();
+        self.finish_upgrade(old).await;
+    }
+
+    /// The first half of `upgrade`: the new process started with `-u`, the old one sent SIGQUIT.
+    /// Returns the old one, still running its hand-over and shutdown.
+    pub fn begin_upgrade(&mut self) -> Child {
         let new = self.command(&["-u"]);
-        let mut old = self.child.replace(new).expect("running");
+        let old = self.child.replace(new).expect("running");
+        // SAFETY: kill(2) on a child this harness started; no memory involved.
+        unsafe { libc::kill(old.id() as i32, libc::SIGQUIT) };
+        old
+    }
+
+    /// The second half: the old process has exited and the new one is ready.
+    pub async fn finish_upgrade(&mut self, mut old: Child) {
         let start = Instant::now();
         loop {
             // SIGQUIT until the old process hands its sockets over and exits.

@@ -236,3 +236,95 @@ async fn an_upgrade_with_a_changed_seed_list_takes_the_sockets_and_applies_the_s
     let stored: BTreeSet<String> = e.stored().domains.into_iter().map(|d| d.host).collect();
     assert!(stored.contains("new-seed.test"), "the seed is durable");
 }
+
+/// One HTTP/1.1 GET on a raw connection: (status, lower-cased head, body).
+async fn exchange(s: &mut tokio::net::TcpStream, host: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, body_start) = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (String::from_utf8_lossy(&buf[..i]).to_lowercase(), i + 4);
+        }
+    };
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < body_start + len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed in the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let status = head[9..12].parse().unwrap();
+    let body = String::from_utf8_lossy(&buf[body_start..body_start + len]).into_owned();
+    (status, head, body)
+}
+
+/// Connections the old process accepted, with no request in progress when its shutdown starts, are
+/// served when their request arrives (then closed); and until it exits, the old process serves what
+/// its successor writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_process_serves_its_connections_and_its_successors_writes_until_it_exits() {
+    let up = Upstream::start("up").await;
+    let mut e = Edgeward::new("");
+    e.env = vec![("RUST_LOG".into(), "warn,pingora_core::server=info".into())];
+    e.spawn().await;
+    e.put_domain("live.test", &[up.addr], "").await;
+    let old_pid = e.pid();
+    // Opened before the upgrade, so the old process accepts them: one never used, one kept alive.
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", e.http));
+    let (mut fresh, mut kept) = (connect().await.unwrap(), connect().await.unwrap());
+    let (status, head, _) = exchange(&mut kept, "live.test").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("connection: keep-alive"), "{head}");
+
+    let old = e.begin_upgrade();
+    let health = e.admin_url("/v1/health");
+    eventually("the new process to take the writer role", || async {
+        let v: serde_json::Value = e.client.get(&health).send().await.ok()?.json().await.ok()?;
+        (v["pid"] != old_pid && v["writer"] == "open").then_some(())
+    })
+    .await;
+    e.put_domain("after.test", &[up.addr], "").await;
+    // The old process follows its successor: the new domain routes on its kept-alive connection.
+    let mut routed = false;
+    for _ in 0..100 {
+        let (status, head, _) = exchange(&mut kept, "after.test").await;
+        assert!(
+            !head.contains("connection: close"),
+            "the old process closed too early"
+        );
+        if status == 200 {
+            routed = true;
+            break;
+        }
+        assert_eq!(status, 404);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(routed, "the old process never served its successor's write");
+
+    // Pingora starts the old process's shutdown five seconds after it sent the sockets.
+    crate::harness::eventually_within(
+        "the old process's shutdown",
+        Duration::from_secs(20),
+        || {
+            let started = e.log_of().contains("Graceful shutdown started!");
+            async move { started.then_some(()) }
+        },
+    )
+    .await;
+    for (name, conn) in [("never used", &mut fresh), ("kept alive", &mut kept)] {
+        let (status, head, body) = exchange(conn, "live.test").await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert!(head.contains("connection: close"), "{name}: {head}");
+        assert!(body.contains("\"upstream\":\"up\""), "{name}: {body}");
+    }
+    e.finish_upgrade(old).await;
+    assert_eq!(e.upstream_for("after.test").await.as_deref(), Some("up"));
+}
