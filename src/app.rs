@@ -143,7 +143,9 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     server.bootstrap();
     let follower = following.stop();
     let conf = server.configuration.clone();
-    let handover = Arc::new(Handover::default());
+    let handover = Arc::new(Handover::with_ready_file(
+        format!("{}.ready", conf.upgrade_sock).into(),
+    ));
 
     // One proxy service per kind of listener: (TLS or not) x (answering challenges or not).
     let read_through = etcd
@@ -279,7 +281,7 @@ impl BackgroundService for HandoverWatch {
             match phase {
                 Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => {
                     log::info!("listening sockets sent to the new process");
-                    self.handover.sockets_sent();
+                    self.handover.sockets_sent_then_ready().await;
                     return;
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}

@@ -8,7 +8,7 @@
 //! - `model`: the records everyone shares (`Domain`, `Challenge`, `CertRecord`, ACME account and
 //!   budget, `Change`) and their validation.
 //! - `store`: the durable truth (`DirStore`: a write-ahead log and object files; `EtcdStore` for a
-//!   fleet). Imports only `model`.
+//!   fleet). Imports only `model` (and `metrics`, a leaf that imports nothing of ours).
 //! - `pools`, `tls`: upstream pools with their health, certificates parsed once when published.
 //! - `state`: the tables the hot paths read, with read-only handles (`state::Reader`).
 //! - `proxy`: Pingora's `ProxyHttp`, with `proxy::front` reading each HTTP/1 request head first.

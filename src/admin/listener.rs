@@ -84,6 +84,7 @@ impl Service for AdminService {
             }
         };
         log::debug!("admin API on {} (fd {})", self.addr, listener.as_raw_fd());
+        self.handover.announce_ready();
         // Set once this process stops taking admin requests: hand-over or shutdown.
         let (stop_tx, stop) = watch::channel(false);
         let (busy, mut idle) = mpsc::channel::<()>(1);

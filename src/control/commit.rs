@@ -116,12 +116,13 @@ impl Control {
     }
 
     /// Apply a batch, all or nothing. Returns once the batch is durable and live. Waits (up to
-    /// `GATE_WAIT`) while an upgrade hands the writer role over.
+    /// `GATE_WAIT`, in arrival order) while an upgrade hands the writer role over.
     pub async fn apply(self: &Arc<Self>, changes: Vec<Change>) -> Result<(), ApplyError> {
         if changes.is_empty() {
             return Ok(());
         }
-        self.wait_writable(GATE_WAIT).await?;
+        // Queued on arrival: requests that wait for the gate (an upgrade's hand-over) are committed
+        // in the order they came.
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.commit.queue().push_back(Pending { changes, done: tx });
         // The write runs in its own task: a caller that stops waiting (a timeout, a dropped request)
@@ -130,6 +131,8 @@ impl Control {
         let me = self.clone();
         tokio::spawn(async move {
             let _writer = me.commit.writer.lock().await;
+            // Answered `NotWriter` by `commit_group` if the gate stays shut.
+            let _ = me.wait_writable(GATE_WAIT).await;
             me.commit_group().await;
         });
         rx.await.unwrap_or_else(|_| {

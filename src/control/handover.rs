@@ -131,7 +131,14 @@ impl FollowThread {
 }
 
 /// The graceful upgrade's hand-over, as the services of the process being replaced see it.
+///
+/// Pingora's new process polls for the sockets only once a second, so "the sockets were sent" is not
+/// "the new process serves". The new process says when its admin listener runs, by writing its pid
+/// to `ready_file` (next to Pingora's `upgrade_sock`, a path both processes share); the old one
+/// starts handing over when it reads another live pid there (`successor_serves`), or when its own
+/// shutdown starts, whichever is first.
 pub struct Handover {
+    ready_file: Option<std::path::PathBuf>,
     /// Pingora sent the listening sockets to the new process.
     sockets_sent: watch::Sender<bool>,
     /// The admin listener stopped accepting and answered what it had accepted.
@@ -143,6 +150,7 @@ pub struct Handover {
 impl Default for Handover {
     fn default() -> Self {
         Handover {
+            ready_file: None,
             sockets_sent: watch::channel(false).0,
             admin_drained: watch::channel(false).0,
             acme_stopped: watch::channel(true).0,
@@ -150,7 +158,60 @@ impl Default for Handover {
     }
 }
 
+/// Longest wait, after the sockets were sent, for the new process to say it serves: Pingora starts
+/// this process's shutdown five seconds after sending them.
+const READY_WAIT: Duration = Duration::from_millis(4500);
+
 impl Handover {
+    /// A hand-over that announces and watches readiness in `ready_file`.
+    pub fn with_ready_file(path: std::path::PathBuf) -> Self {
+        Handover {
+            ready_file: Some(path),
+            ..Handover::default()
+        }
+    }
+
+    /// This process serves (its admin listener accepts): tell a process it replaces.
+    pub fn announce_ready(&self) {
+        let Some(path) = &self.ready_file else { return };
+        let tmp = path.with_extension("ready.tmp");
+        let written = std::fs::write(&tmp, std::process::id().to_string())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            log::warn!(
+                "{}: cannot announce readiness for upgrades: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// The announcement is this process's and it writes now: remove it (a later process announces
+    /// its own).
+    fn withdraw_ready(&self) {
+        let Some(path) = &self.ready_file else { return };
+        if successor_pid(path) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Pingora sent the sockets: wait until the new process serves (bounded), then hand over.
+    pub async fn sockets_sent_then_ready(&self) {
+        if let Some(path) = &self.ready_file {
+            let deadline = tokio::time::Instant::now() + READY_WAIT;
+            loop {
+                let other = successor_pid(path).filter(|p| *p != std::process::id() && alive(*p));
+                if other.is_some() || tokio::time::Instant::now() >= deadline {
+                    if other.is_none() {
+                        log::warn!("the new process did not say it serves within {READY_WAIT:?}");
+                    }
+                    break;
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+        }
+        self.sockets_sent();
+    }
+
     pub fn sockets_sent(&self) {
         self.sockets_sent.send_replace(true);
     }
@@ -341,6 +402,7 @@ impl BackgroundService for StateWriter {
         }
         control.open_writes();
         metrics::STATE_WRITER.set(1);
+        self.handover.withdraw_ready();
         self.write_owed(&control, &mut shutdown).await;
         let mut handed = self.handover.on_sockets_sent();
         let mut expiry = tokio::time::interval(EXPIRY_EVERY);
@@ -360,6 +422,15 @@ impl BackgroundService for StateWriter {
             }
         }
     }
+}
+
+fn successor_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 /// Resolves once `flag` is (or was) set, or its sender is gone.

@@ -198,3 +198,47 @@ async fn the_gate_holds_writes_until_open_and_refuses_them_once_closed() {
     }
     assert!(control.domain("late.test").is_none());
 }
+
+/// Writes that wait for the gate are committed in the order they arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_waiting_for_the_gate_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir_writer(&dir);
+    let control = Arc::new(Control::new(
+        store.clone(),
+        Pools::new(Duration::from_secs(1)),
+    ));
+    let put = |port: u16| {
+        let mut d = domain("same.test");
+        d.upstreams = vec![format!("127.0.0.1:{port}").parse().unwrap()];
+        Change::PutDomain(d)
+    };
+    for port in 1..=20 {
+        // Polled once: queued now; the write itself runs in its own task.
+        let _ = tokio::time::timeout(Duration::ZERO, control.apply(vec![put(port)])).await;
+    }
+    control.open_writes();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while control
+        .domain("same.test")
+        .is_none_or(|d| d.upstreams[0].port() != 20)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last write never landed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
+    let ports: Vec<u16> = log
+        .lines()
+        .map(|l| {
+            let changes: Vec<Change> = serde_json::from_str(l).unwrap();
+            match &changes[0] {
+                Change::PutDomain(d) => d.upstreams[0].port(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(ports, (1..=20).collect::<Vec<_>>());
+}

@@ -2,15 +2,16 @@
 //! appends after it. A `Tail` keeps the log files it reads open and reads them by offset, so a rotation
 //! (`journal.log` renamed `journal.old`, a new `journal.log`) is followed without rereading anything:
 //! the old file is read to its end, then the new one from its start. If the tail can no longer prove
-//! it saw every log in between (a whole log rotated and checkpointed between two polls), it reads a
-//! fresh snapshot instead (`Followed::Resync`). Nothing here writes.
+//! it saw every log in between (a whole log rotated and checkpointed between two polls), or if a record
+//! it applied was cut again (a write whose sync failed, answered as failed), it reads a fresh snapshot
+//! instead (`Followed::Resync`). Nothing here writes.
 
 use super::files::Layout;
 use super::journal::{self, Overlay, LEGACY, LOG, OLD_LOG};
 use crate::model::Change;
 use crate::store::{Snapshot, StoreError};
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 /// What a poll of the tail found.
@@ -31,6 +32,38 @@ struct Tailed {
     offset: u64,
     /// Number of the next line (for errors).
     line: usize,
+    /// The last record read, as it was read: a writer cuts a record whose write failed, which a
+    /// follower may have read before the cut (it reads what is written, synced or not).
+    last: Option<Consumed>,
+}
+
+/// Enough of a consumed record to tell whether its bytes are still in the file: all of a record up
+/// to `SAMPLE` bytes, else its first and last `SAMPLE` bytes.
+#[derive(Debug)]
+struct Consumed {
+    start: u64,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+const SAMPLE: usize = 4096;
+
+impl Consumed {
+    fn of(start: u64, record: &[u8]) -> Consumed {
+        let n = record.len().min(SAMPLE);
+        Consumed {
+            start,
+            head: record[..n].to_vec(),
+            tail: record[record.len() - n..].to_vec(),
+        }
+    }
+}
+
+/// What reading a followed log found.
+enum Read {
+    Records(Vec<Change>, usize),
+    /// Bytes already applied are no longer there (a failed write was cut): follow from a snapshot.
+    Rewritten,
 }
 
 impl Tailed {
@@ -43,6 +76,7 @@ impl Tailed {
                     ino,
                     offset: 0,
                     line: 1,
+                    last: None,
                 }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -51,13 +85,41 @@ impl Tailed {
     }
 
     /// The complete records appended since the last read; a partial last line waits for its end.
-    fn read_new(&mut self, path: &Path) -> Result<(Vec<Change>, usize), StoreError> {
-        let bytes =
-            journal::read_from(&self.file, self.offset).map_err(|e| StoreError::io(path, e))?;
+    fn read_new(&mut self, path: &Path) -> Result<Read, StoreError> {
+        let io = |e| StoreError::io(path, e);
+        if !self.still_there().map_err(io)? {
+            return Ok(Read::Rewritten);
+        }
+        let bytes = journal::read_from(&self.file, self.offset).map_err(io)?;
         let parsed = journal::parse_complete(path, &bytes, self.line)?;
+        if parsed.lines > 0 {
+            let complete = &bytes[..parsed.bytes];
+            let start = complete[..complete.len() - 1]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            self.last = Some(Consumed::of(self.offset + start as u64, &complete[start..]));
+        }
         self.offset += parsed.bytes as u64;
         self.line += parsed.lines;
-        Ok((parsed.changes, bytes.len() - parsed.bytes))
+        Ok(Read::Records(parsed.changes, bytes.len() - parsed.bytes))
+    }
+
+    /// Are the bytes read so far still in the file, as they were read?
+    fn still_there(&self) -> std::io::Result<bool> {
+        if self.file.metadata()?.len() < self.offset {
+            return Ok(false);
+        }
+        let Some(last) = &self.last else {
+            return Ok(true);
+        };
+        let len = (self.offset - last.start) as usize;
+        let mut head = vec![0; last.head.len()];
+        let mut tail = vec![0; last.tail.len()];
+        let tail_at = last.start + (len - tail.len()) as u64;
+        self.file.read_exact_at(&mut head, last.start)?;
+        self.file.read_exact_at(&mut tail, tail_at)?;
+        Ok(head == last.head && tail == last.tail)
     }
 
     fn len(&self) -> u64 {
@@ -104,9 +166,10 @@ pub fn snapshot(layout: &Layout) -> Result<(Snapshot, Tail), StoreError> {
             } else {
                 &log_path
             };
-            let (changes, torn) = t.read_new(path)?;
-            journal::warn_torn(path, torn);
-            changes.into_iter().for_each(|c| overlay.apply(c));
+            if let Read::Records(changes, torn) = t.read_new(path)? {
+                journal::warn_torn(path, torn);
+                changes.into_iter().for_each(|c| overlay.apply(c));
+            }
         }
         let after = (ino_of(&old_path), ino_of(&log_path));
         if after == before {
@@ -170,7 +233,10 @@ impl Tail {
             let newest_len = self.files.last().map_or(0, Tailed::len);
             for i in 0..self.files.len() {
                 let path = self.path_of(&self.files[i]);
-                out.extend(self.files[i].read_new(&path)?.0);
+                match self.files[i].read_new(&path)? {
+                    Read::Records(changes, _) => out.extend(changes),
+                    Read::Rewritten => return self.resync(),
+                }
             }
             if self.files.len() == 2 && newest_len > 0 {
                 self.files.remove(0);

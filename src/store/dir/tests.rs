@@ -411,3 +411,63 @@ fn a_crash_in_the_middle_of_a_rotation_loses_nothing() {
     checkpoint_done(&next);
     assert_eq!(stored_hosts(&root), expected);
 }
+
+/// A follower reads records before they are synced. If the writer cuts one again (its sync failed,
+/// the write was answered as failed), the follower reads the state again instead of keeping it.
+#[test]
+fn a_record_cut_after_a_follower_read_it_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = writer(dir.path(), Fs::default());
+    w.apply_sync(&[put("a.com")]).unwrap();
+    let log = dir.path().join(LOG);
+    let (_, mut tail) = DirStore::with_fs(dir.path(), Fs::default())
+        .snapshot()
+        .unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    let cut = || {
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(len)
+            .unwrap()
+    };
+    let changes = |f: Followed| match f {
+        Followed::Changes(c) => c,
+        other => panic!("expected changes, got {other:?}"),
+    };
+    let resynced = |f: Followed| match f {
+        Followed::Resync(s) => hosts_of(&s),
+        other => panic!("expected a resync, got {other:?}"),
+    };
+    // The failed append, read before the cut; then cut with nothing after it.
+    append(&log, &journal::encode(&[put("failed.com")]));
+    assert_eq!(changes(tail.poll().unwrap()), vec![put("failed.com")]);
+    cut();
+    assert_eq!(
+        resynced(tail.poll().unwrap()),
+        BTreeSet::from(["a.com".into()])
+    );
+    // Cut, and the writer's next record written where it was.
+    append(&log, &journal::encode(&[put("failed2.com")]));
+    assert_eq!(changes(tail.poll().unwrap()), vec![put("failed2.com")]);
+    cut();
+    w.apply_sync(&[put("b.com")]).unwrap();
+    assert_eq!(
+        resynced(tail.poll().unwrap()),
+        BTreeSet::from(["a.com".into(), "b.com".into()])
+    );
+    // The same bytes written again in place (a retry of the same request): nothing to take back.
+    let len = std::fs::metadata(&log).unwrap().len();
+    let same = journal::encode(&[put("same.com")]);
+    append(&log, &same);
+    assert_eq!(changes(tail.poll().unwrap()), vec![put("same.com")]);
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    append(&log, &same);
+    assert_eq!(changes(tail.poll().unwrap()), vec![]);
+}
