@@ -278,16 +278,17 @@ impl StateWriter {
         let mut delay = Duration::from_millis(100);
         loop {
             let lock = self.wait_for_lock(&store, f, shutdown).await?;
-            let (store2, mut tail) = f.dir.take().expect("dir mode");
-            let result = tokio::task::spawn_blocking(move || {
-                let r = store2.take_over(lock, &mut tail);
-                (store2, tail, r)
+            // The tail goes to the blocking thread and comes back with what it read under the lock.
+            let (_, mut tail) = f.dir.take().expect("dir mode");
+            let s = store.clone();
+            let (tail, taken) = tokio::task::spawn_blocking(move || {
+                let taken = s.take_over(lock, &mut tail);
+                (tail, taken)
             })
             .await
             .expect("take-over does not panic");
-            let (store2, tail, r) = result;
-            f.dir = Some((store2, tail));
-            match r {
+            f.dir = Some((store.clone(), tail));
+            match taken {
                 Ok(found) => {
                     apply(&f.control, found);
                     return Some(());

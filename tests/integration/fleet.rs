@@ -612,3 +612,39 @@ async fn read_through_finds_a_token_in_etcd_with_its_lease() {
     })
     .await;
 }
+
+/// A batch is one etcd transaction: one that fits is applied whole on every node, a larger one is
+/// refused naming `ops` and the limit, and nothing of it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_one_transaction_or_refused() {
+    let etcd = Etcd::start().await;
+    let (a, b) = (node(&etcd).await, node(&etcd).await);
+    let batch = |prefix: &str, n: usize| {
+        let ops: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"op": "put_domain", "host": format!("{prefix}{i}.test"), "upstreams": ["127.0.0.1:9"]}))
+            .collect();
+        serde_json::json!({ "ops": ops }).to_string()
+    };
+    let (status, v) = a.api("POST", "/v1/batch", Some(&batch("big", 129))).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["field"], "ops", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("128"), "{v}");
+    let (status, v) = a.api("POST", "/v1/batch", Some(&batch("fit", 128))).await;
+    assert_eq!((status, v["applied"].as_u64()), (200, Some(128)), "{v}");
+    eventually("the batch on the other node", || async {
+        (count(&b, "fit").await == 128).then_some(())
+    })
+    .await;
+    assert_eq!(count(&a, "big").await, 0);
+    assert_eq!(count(&b, "big").await, 0);
+}
+
+/// Domains `e` serves whose host starts with `prefix`.
+async fn count(e: &crate::harness::Edgeward, prefix: &str) -> usize {
+    let (_, v) = e.api("GET", "/v1/domains", None).await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["host"].as_str().unwrap().starts_with(prefix))
+        .count()
+}
