@@ -130,9 +130,11 @@ impl Control {
         // request, each committing one group, so every queued request is taken by some task.
         let me = self.clone();
         tokio::spawn(async move {
-            let _writer = me.commit.writer.lock().await;
+            // Each waits for the gate on its own (not holding the writer), so that no request waits
+            // longer than `GATE_WAIT`; whichever task commits takes the queue from its front.
             // Answered `NotWriter` by `commit_group` if the gate stays shut.
             let _ = me.wait_writable(GATE_WAIT).await;
+            let _writer = me.commit.writer.lock().await;
             me.commit_group().await;
         });
         rx.await.unwrap_or_else(|_| {

@@ -242,3 +242,38 @@ async fn writes_waiting_for_the_gate_keep_their_order() {
         .collect();
     assert_eq!(ports, (1..=20).collect::<Vec<_>>());
 }
+
+/// While the gate stays shut, every waiting write is answered within the wait bound, however many
+/// are queued (each waits on its own, none behind another's wait): writes to one key cannot share a
+/// group, so each is a commit of its own.
+#[tokio::test(start_paused = true)]
+async fn writes_behind_a_shut_gate_are_answered_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Arc::new(Control::new(
+        dir_writer(&dir),
+        Pools::new(Duration::from_secs(1)),
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let c = control.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let r = c
+                .apply(vec![Change::PutDomain(domain(&format!(
+                    "same{}.test",
+                    i % 2
+                )))])
+                .await;
+            (r, started.elapsed())
+        }));
+    }
+    for t in tasks {
+        let (r, waited) = t.await.unwrap();
+        assert!(matches!(r, Err(ApplyError::NotWriter(_))), "{r:?}");
+        assert!(
+            waited <= commit::GATE_WAIT + Duration::from_millis(100),
+            "waited {waited:?}"
+        );
+    }
+    assert_eq!(control.state.routes.len(), 0);
+}
