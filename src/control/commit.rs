@@ -150,8 +150,9 @@ impl Control {
     async fn commit_group(&self) {
         let group = self.take_group();
         if let Err(e) = self.check_open() {
+            let why = e.to_string();
             for p in group {
-                let _ = p.done.send(Err(not_writer_like(&e)));
+                let _ = p.done.send(Err(ApplyError::NotWriter(why.clone())));
             }
             return;
         }
@@ -241,9 +242,4 @@ impl Control {
             None => Ok(false),
         }
     }
-}
-
-/// `ApplyError` is not `Clone`; the gate errors are plain messages.
-fn not_writer_like(e: &ApplyError) -> ApplyError {
-    ApplyError::NotWriter(e.to_string())
 }

@@ -260,15 +260,6 @@ pub struct StateWriter {
 }
 
 impl StateWriter {
-    fn control(&self) -> Arc<Control> {
-        self.follower
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|f| f.control.clone())
-            .expect("the follower is there until start")
-    }
-
     /// Follow until the lock is ours, then read the rest under it. `None`: shut down meanwhile.
     async fn take_writer_role(&self, f: &mut Follower, shutdown: &mut ShutdownWatch) -> Option<()> {
         let Some((store, _)) = f.dir.as_ref() else {
@@ -391,13 +382,13 @@ async fn expire(control: &Arc<Control>) {
 #[async_trait]
 impl BackgroundService for StateWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let control = self.control();
         let mut f = self
             .follower
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .expect("started once");
+        let control = f.control.clone();
         if self.take_writer_role(&mut f, &mut shutdown).await.is_none() {
             return;
         }

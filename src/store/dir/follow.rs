@@ -27,6 +27,8 @@ pub enum Followed {
 #[derive(Debug)]
 struct Tailed {
     file: File,
+    /// Its name now (`journal.log` until a rotation is seen, then `journal.old`), for errors.
+    name: &'static str,
     ino: u64,
     /// End of the last complete record read.
     offset: u64,
@@ -67,12 +69,14 @@ enum Read {
 }
 
 impl Tailed {
-    fn open(path: &Path) -> Result<Option<Tailed>, StoreError> {
-        match File::open(path) {
+    fn open(root: &Path, name: &'static str) -> Result<Option<Tailed>, StoreError> {
+        let path = root.join(name);
+        match File::open(&path) {
             Ok(file) => {
-                let ino = file.metadata().map_err(|e| StoreError::io(path, e))?.ino();
+                let ino = file.metadata().map_err(|e| StoreError::io(&path, e))?.ino();
                 Ok(Some(Tailed {
                     file,
+                    name,
                     ino,
                     offset: 0,
                     line: 1,
@@ -85,7 +89,8 @@ impl Tailed {
     }
 
     /// The complete records appended since the last read; a partial last line waits for its end.
-    fn read_new(&mut self, path: &Path) -> Result<Read, StoreError> {
+    fn read_new(&mut self, root: &Path) -> Result<Read, StoreError> {
+        let path = &root.join(self.name);
         let io = |e| StoreError::io(path, e);
         if !self.still_there().map_err(io)? {
             return Ok(Read::Rewritten);
@@ -147,8 +152,8 @@ pub fn snapshot(layout: &Layout) -> Result<(Snapshot, Tail), StoreError> {
     loop {
         // Open the logs first: whatever a checkpoint writes into the objects meanwhile comes from
         // them, and they are read after the objects.
-        let old = Tailed::open(&old_path)?;
-        let log = Tailed::open(&log_path)?;
+        let old = Tailed::open(&layout.root, OLD_LOG)?;
+        let log = Tailed::open(&layout.root, LOG)?;
         let mut overlay = Overlay::new(layout.read_objects()?);
         let legacy = layout.root.join(LEGACY);
         if legacy.exists() {
@@ -161,13 +166,8 @@ pub fn snapshot(layout: &Layout) -> Result<(Snapshot, Tail), StoreError> {
             files: old.into_iter().chain(log).collect(),
         };
         for t in tail.files.iter_mut() {
-            let path = if Some(t.ino) == before.0 {
-                &old_path
-            } else {
-                &log_path
-            };
-            if let Read::Records(changes, torn) = t.read_new(path)? {
-                journal::warn_torn(path, torn);
+            if let Read::Records(changes, torn) = t.read_new(&layout.root)? {
+                journal::warn_torn(&layout.root.join(t.name), torn);
                 changes.into_iter().for_each(|c| overlay.apply(c));
             }
         }
@@ -182,6 +182,7 @@ pub fn snapshot(layout: &Layout) -> Result<(Snapshot, Tail), StoreError> {
                 // The `journal.old` read above was checkpointed away before the rotation: final.
                 tail.files.remove(0);
             }
+            tail.files[0].name = OLD_LOG;
             match tail.poll()? {
                 Followed::Changes(more) => {
                     more.into_iter().for_each(|c| overlay.apply(c));
@@ -200,10 +201,9 @@ impl Tail {
     pub fn at_end(layout: &Layout) -> Result<Tail, StoreError> {
         let mut files = Vec::new();
         for name in [OLD_LOG, LOG] {
-            let path = layout.root.join(name);
-            if let Some(mut t) = Tailed::open(&path)? {
-                let (complete, _) =
-                    journal::complete_len(&t.file).map_err(|e| StoreError::io(&path, e))?;
+            if let Some(mut t) = Tailed::open(&layout.root, name)? {
+                let (complete, _) = journal::complete_len(&t.file)
+                    .map_err(|e| StoreError::io(layout.root.join(name), e))?;
                 t.offset = complete;
                 files.push(t);
             }
@@ -214,15 +214,6 @@ impl Tail {
         })
     }
 
-    fn path_of(&self, t: &Tailed) -> std::path::PathBuf {
-        let old = self.layout.root.join(OLD_LOG);
-        if ino_of(&old) == Some(t.ino) {
-            old
-        } else {
-            self.layout.root.join(LOG)
-        }
-    }
-
     /// What the writer appended since the last poll (following rotations), or a resync.
     pub fn poll(&mut self) -> Result<Followed, StoreError> {
         let (old_path, log_path) = (self.layout.root.join(OLD_LOG), self.layout.root.join(LOG));
@@ -231,9 +222,8 @@ impl Tail {
             // Measured before the older file is read: once the newest log holds a record, its writer
             // has stopped appending to the older one, so what is read from it now is all of it.
             let newest_len = self.files.last().map_or(0, Tailed::len);
-            for i in 0..self.files.len() {
-                let path = self.path_of(&self.files[i]);
-                match self.files[i].read_new(&path)? {
+            for t in self.files.iter_mut() {
+                match t.read_new(&self.layout.root)? {
                     Read::Records(changes, _) => out.extend(changes),
                     Read::Rewritten => return self.resync(),
                 }
@@ -261,7 +251,10 @@ impl Tail {
                 // The older one was checkpointed away before this rotation: it was final.
                 self.files.remove(0);
             }
-            match Tailed::open(&log_path)? {
+            if let Some(ours) = self.files.last_mut() {
+                ours.name = OLD_LOG;
+            }
+            match Tailed::open(&self.layout.root, LOG)? {
                 Some(t) if Some(t.ino) == log_ino => self.files.push(t),
                 // Rotated again between the check and the open: look again.
                 _ => continue,

@@ -9,7 +9,8 @@
 //!
 //! Roles: opening a directory only reads (`snapshot`, and a `Tail` to follow what the writer appends:
 //! a graceful upgrade's new process and `-t` read while another process writes). Writing needs the
-//! exclusive `flock` on `lock` (`take_lock`, then `take_over`); `release` gives it up for a successor.
+//! exclusive `flock` on `lock` (`lock` or `try_lock`, then `take_over`); `release` gives it up for a
+//! successor.
 
 mod checkpoint;
 pub mod faults;
