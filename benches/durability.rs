@@ -45,6 +45,8 @@ fn domain(host: &str, port: u16) -> Domain {
         tls: TlsMode::Off,
         redirect_https: false,
         acme_challenges: ChallengeMode::Intercept,
+        certificate: Default::default(),
+        upstream_timeouts: Default::default(),
     }
 }
 

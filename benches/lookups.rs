@@ -24,6 +24,8 @@ fn domain(i: usize) -> Domain {
         tls: TlsMode::Off,
         redirect_https: false,
         acme_challenges: ChallengeMode::Intercept,
+        certificate: Default::default(),
+        upstream_timeouts: Default::default(),
     }
 }
 

@@ -1,9 +1,13 @@
-//! The TLS hot path and its writer: SNI lookup with 1k and 100k certificates loaded, publishing one
-//! certificate with that many present, and the one-time parse cost of a certificate + key.
+//! The TLS hot path and its writer: SNI lookup (the route of the name, then its domain's certificate)
+//! with 1k and 100k domains and certificates loaded, publishing one certificate with that many
+//! present, and the one-time parse cost of a certificate + key.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use edgeward::model::{ChallengeMode, Domain, TlsMode};
+use edgeward::pools::Pools;
+use edgeward::state::{Route, State};
 use edgeward::tls::bundle::{parse, CertBundle};
-use edgeward::tls::{CertRecord, CertSource, CertStore};
+use edgeward::tls::{CertRecord, CertSource};
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -51,18 +55,40 @@ fn ec_key() -> PKey<Private> {
     PKey::from_ec_key(EcKey::generate(&g).unwrap()).unwrap()
 }
 
-/// A store with `n` names; bundles are shared (parsing 100k is the start-up bench's job, not this one's).
-fn filled(n: usize, template: &CertRecord) -> CertStore {
-    let store = CertStore::default();
+/// `n` domains, each with its certificate; bundles share their OpenSSL objects (parsing 100k is the
+/// start-up bench's job, not this one's).
+fn filled(n: usize, template: &CertRecord, pools: &Pools) -> Arc<State> {
+    let state = Arc::new(State::default());
     let parsed = parse(template, 0, false).unwrap();
     for i in 0..n {
-        let host = format!("shop-{i}.customer.example");
-        store.publish(Arc::new(renamed(&parsed, &host)));
+        add(
+            &state,
+            pools,
+            &parsed,
+            &format!("shop-{i}.customer.example"),
+        );
     }
-    store
+    state
 }
 
-/// The same parsed certificate published under another name (the store indexes by `names`).
+fn add(state: &State, pools: &Pools, parsed: &CertBundle, host: &str) {
+    state.certs.publish(Arc::new(renamed(parsed, host)));
+    let addr = "127.0.0.1:1".parse().unwrap();
+    state.routes.insert(Arc::new(Route {
+        domain: Domain {
+            host: host.into(),
+            upstreams: vec![addr],
+            tls: TlsMode::Manual,
+            redirect_https: false,
+            acme_challenges: ChallengeMode::Intercept,
+            certificate: Default::default(),
+            upstream_timeouts: Default::default(),
+        },
+        pool: pools.get(&[addr]),
+    }));
+}
+
+/// The same parsed certificate published under another name (served only for names it lists).
 fn renamed(b: &CertBundle, host: &str) -> CertBundle {
     let mut c = b.clone();
     c.host = host.into();
@@ -74,26 +100,28 @@ fn sni(c: &mut Criterion) {
     let key = ec_key();
     let template = record("template.example", &key, 1);
     let parsed = parse(&template, 0, false).unwrap();
+    let pools = Pools::new(std::time::Duration::from_secs(1));
     let mut g = c.benchmark_group("sni_lookup");
     for n in SIZES {
-        let store = filled(n, &template);
-        store.publish(Arc::new(renamed(&parsed, "*.wild.example")));
+        let state = filled(n, &template, &pools);
+        add(&state, &pools, &parsed, "*.wild.example");
+        let reader = state.reader();
         let name = format!("shop-{}.customer.example", n / 2);
         g.bench_with_input(BenchmarkId::new("exact", n), &n, |b, _| {
-            b.iter(|| store.lookup(black_box(&name)).unwrap())
+            b.iter(|| reader.cert_for(black_box(&name)).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("wildcard", n), &n, |b, _| {
-            b.iter(|| store.lookup(black_box("www.wild.example")).unwrap())
+            b.iter(|| reader.cert_for(black_box("www.wild.example")).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("miss", n), &n, |b, _| {
-            b.iter(|| store.lookup(black_box("nothing.example")))
+            b.iter(|| reader.cert_for(black_box("nothing.example")))
         });
     }
     g.finish();
 
     let mut g = c.benchmark_group("publish_one_certificate");
     for n in SIZES {
-        let store = filled(n, &template);
+        let store = &filled(n, &template, &pools).certs;
         let one = Arc::new(renamed(&parsed, "new.customer.example"));
         g.bench_with_input(BenchmarkId::new("replace", n), &n, |b, _| {
             b.iter(|| store.publish(one.clone()))

@@ -13,7 +13,10 @@ use crate::control::handover::{Follower, Handover, StateWriter};
 use crate::control::Control;
 use crate::model::Challenge;
 use crate::pools::Pools;
+use crate::proxy::forwarded::Forwarding;
 use crate::proxy::front::{Challenges, Front};
+use crate::proxy::limit::Connections;
+use crate::proxy::read_through::ReadThroughGate;
 use crate::proxy::{EdgeProxy, ReadThrough};
 use crate::store::etcd::EtcdStore;
 use crate::store::{DirStore, Store};
@@ -21,6 +24,8 @@ use crate::tls::accept::SniResolver;
 use anyhow::Context;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -92,7 +97,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
 }
 
 fn new_control(config: &Config, store: Arc<dyn Store>) -> Arc<Control> {
-    let control = Arc::new(Control::new(store, Pools::new(config.connect_timeout)));
+    let control = Arc::new(Control::new(
+        store,
+        Pools::new(config.upstream_timeouts.connect),
+    ));
     control
         .state()
         .certs
@@ -148,9 +156,13 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     ));
 
     // One proxy service per kind of listener: (TLS or not) x (answering challenges or not).
-    let read_through = etcd
-        .clone()
-        .map(|s| Arc::new(EtcdReadThrough(s)) as Arc<dyn ReadThrough>);
+    let read_through = etcd.clone().map(|s| {
+        Arc::new(ReadThroughGate::new(
+            Arc::new(EtcdReadThrough(s)) as Arc<dyn ReadThrough>
+        ))
+    });
+    let connections = Connections::new(config.max_connections);
+    let forwarding = Forwarding::new(config.trusted_proxies.clone());
     for (tls, challenges) in [
         (false, Challenges::Answer),
         (false, Challenges::Proxy),
@@ -171,7 +183,8 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             intercept_acme_challenges: intercept,
             tls,
             https_redirect_port: config.https_redirect_port,
-            connect_timeout: config.connect_timeout,
+            timeouts: config.upstream_timeouts,
+            forwarding: forwarding.clone(),
             read_through: read_through.clone(),
         };
         let name = format!(
@@ -189,7 +202,9 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             inner: Arc::new(pingora_proxy::http_proxy(&conf, proxy)),
             state: control.state().reader(),
             challenges,
-            request_wait: config.request_wait,
+            limits: config.downstream,
+            connections: connections.clone(),
+            name: name.clone(),
         };
         let mut svc = Service::new(name, front);
         add_listeners(&mut svc, &group, &control, &conf)?;
@@ -208,7 +223,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
         app,
         addr: config.admin_listen,
         handover: handover.clone(),
-        request_wait: config.request_wait,
+        limits: config.downstream,
     });
 
     if let Some(acme) = config.acme.clone() {
@@ -238,7 +253,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
         StateWriter {
             follower: Mutex::new(Some(follower)),
             handover: handover.clone(),
-            drain_limit: config.request_wait + Duration::from_secs(2),
+            drain_limit: config.downstream.request_wait + Duration::from_secs(2),
         },
     ));
     server.add_service(background_service(
@@ -291,6 +306,14 @@ impl BackgroundService for HandoverWatch {
     }
 }
 
+/// The L4 read buffer of a plain listener: none. Request heads are read through a per-thread scratch
+/// buffer (`http1::read`), so a 64 KiB buffer per connection (Pingora's default) would only cost
+/// memory: an idle keep-alive connection holds no read buffer at all.
+const PLAIN_READ_BUFFER: usize = 0;
+/// A TLS listener's: one TLS record and its header, so OpenSSL's small reads do not each cost a
+/// syscall.
+const TLS_READ_BUFFER: usize = 16 * 1024 + 512;
+
 /// Bind a service to its listeners; TLS ones pick the certificate per SNI from memory.
 fn add_listeners<A>(
     svc: &mut Service<A>,
@@ -302,15 +325,17 @@ fn add_listeners<A>(
         let addr = l.addr.to_string();
         if l.tls {
             let resolver = SniResolver {
-                certs: control.state().reader().certs(),
+                state: control.state().reader(),
             };
             let mut settings = TlsSettings::with_callbacks(Box::new(resolver))
                 .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
             settings.enable_h2();
             settings.set_offload_threadpool_from_server_conf(conf);
-            svc.add_tls_with_settings(&addr, None, settings);
+            let buffers = L4BufferSettings::default().read(TLS_READ_BUFFER);
+            svc.add_listener(ListenerConfig::tcp(addr).tls(settings).l4_buffer(buffers));
         } else {
-            svc.add_tcp(&addr);
+            let buffers = L4BufferSettings::default().read(PLAIN_READ_BUFFER);
+            svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(buffers));
         }
     }
     Ok(())

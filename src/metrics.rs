@@ -190,6 +190,60 @@ pub static STATE_WRITER: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static DOWNSTREAM_TIMEOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_downstream_timeouts_total",
+        "Client connections closed by a timeout: request_header (the head was late), keepalive (idle)",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REFUSED_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_refused_requests_total",
+        "Request heads answered before routing: 400 malformed, 408 too slow, 431 too large",
+        &["status"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_downstream_connections",
+        "Client connections open on the proxy listeners"
+    )
+    .expect("metric registers once")
+});
+
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "edgeward_downstream_connections_refused_total",
+        "Client connections closed at once because edgeward.downstream.max_connections were open"
+    )
+    .expect("metric registers once")
+});
+
+pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_upstream_errors_total",
+        "Failed upstream attempts by reason (Pingora's error type, e.g. ConnectTimedout, \
+         ConnectRefused, ReadTimedout) and the status answered (0: none, the response had started)",
+        &["reason", "status"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CHALLENGE_READ_THROUGH: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_acme_challenge_read_through_total",
+        "Fleet mode: challenge misses looked up in the store, by result: found, missing, \
+         cached_miss (not looked up: missing moments ago), busy (not looked up: too many in flight)",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
 /// Make every metric visible in the exposition from start-up, at zero.
 pub fn init() {
     LazyLock::force(&REQUESTS_BY_CLASS);
@@ -208,6 +262,16 @@ pub fn init() {
         STATE_WRITE_ERRORS.with_label_values(&[stage]);
     }
     STATE_FOLLOWED_CHANGES.inc_by(0);
+    for kind in ["request_header", "keepalive"] {
+        DOWNSTREAM_TIMEOUTS.with_label_values(&[kind]);
+    }
+    for status in ["400", "408", "431"] {
+        REFUSED_REQUESTS.with_label_values(&[status]);
+    }
+    CONNECTIONS_REFUSED.inc_by(0);
+    for result in ["found", "missing", "cached_miss", "busy"] {
+        CHALLENGE_READ_THROUGH.with_label_values(&[result]);
+    }
     STATE_FOLLOW_RESYNCS.inc_by(0);
     for g in [
         &*DOMAINS,
@@ -219,6 +283,7 @@ pub fn init() {
         &*ACME_BUDGET_LEFT,
         &*ACME_EXPIRING_7D,
         &*STATE_WRITER,
+        &*CONNECTIONS,
     ] {
         g.add(0);
     }

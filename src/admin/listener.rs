@@ -9,7 +9,7 @@
 
 use super::AdminApp;
 use crate::control::handover::{until_set, Handover};
-use crate::http1::read_head;
+use crate::http1::{self, read_head, HeadClock, Limits};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::HttpServerApp;
@@ -32,7 +32,8 @@ pub struct AdminService {
     pub app: Arc<AdminApp>,
     pub addr: std::net::SocketAddr,
     pub handover: Arc<Handover>,
-    pub request_wait: Duration,
+    /// The downstream timeouts (`request_wait`, at the hand-over, at most `IDLE_WAIT`).
+    pub limits: Limits,
 }
 
 impl AdminService {
@@ -98,9 +99,12 @@ impl Service for AdminService {
                         // As Pingora's listeners: a response is not held back for an ACK.
                         let _ = tcp.set_nodelay(true);
                         let (app, stop, busy) = (self.app.clone(), stop.clone(), busy.clone());
-                        let wait = self.request_wait.min(IDLE_WAIT);
+                        let limits = Limits {
+                            request_wait: self.limits.request_wait.min(IDLE_WAIT),
+                            ..self.limits
+                        };
                         tokio::spawn(async move {
-                            serve(app, Box::new(L4Stream::from(tcp)), stop, wait).await;
+                            serve(app, Box::new(L4Stream::from(tcp)), stop, limits).await;
                             drop(busy);
                         });
                     }
@@ -134,10 +138,12 @@ impl Service for AdminService {
 
 /// One admin connection: request after request while keep-alive lasts; after `stop`, the request
 /// that is there (or arrives within `request_wait`) is answered with `Connection: close`.
-async fn serve(app: Arc<AdminApp>, mut stream: Stream, mut stop: ShutdownWatch, wait: Duration) {
+async fn serve(app: Arc<AdminApp>, mut stream: Stream, mut stop: ShutdownWatch, limits: Limits) {
     let mut buf = BytesMut::new();
+    let mut clock = HeadClock::accepted(limits);
     loop {
-        if !read_head(&mut stream, &mut buf, &mut stop, wait).await {
+        let head = read_head(&mut stream, &mut buf, &mut stop, &mut clock, "admin").await;
+        if let http1::Head::Done = head {
             return;
         }
         let mut session = ServerSession::new_http1(stream);
@@ -147,5 +153,7 @@ async fn serve(app: Arc<AdminApp>, mut stream: Stream, mut stop: ShutdownWatch, 
             return;
         };
         stream = reused.consume().0;
+        buf = BytesMut::new();
+        clock.next_request();
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: read the file, parse it (types, unknown keys), validate it into the model. Three
 //! steps, three functions; every error names the key it is about.
 
+mod limits;
 mod schema;
 
 use crate::model::{Domain, DomainPolicy, FieldError};
@@ -53,18 +54,19 @@ pub struct Config {
     pub checkpoint_bytes: u64,
     pub seeds: Vec<Domain>,
     pub challenge_ttl_seconds: u64,
-    pub connect_timeout: Duration,
+    pub upstream_timeouts: crate::model::UpstreamTimeouts,
     pub health_check_interval: Duration,
     pub policy: DomainPolicy,
     pub acme: Option<crate::acme::AcmeConfig>,
     pub etcd: Option<crate::store::etcd::EtcdConfig>,
-    /// At a graceful shutdown or upgrade, how long a connection without a request in progress waits
-    /// for one (it is then served, with `Connection: close`).
-    pub request_wait: Duration,
+    /// Client-side timeouts: the request head, keep-alive, and at a graceful shutdown or upgrade how
+    /// long a connection without a request in progress waits for one (then served with
+    /// `Connection: close`).
+    pub downstream: crate::http1::Limits,
+    pub max_connections: usize,
+    /// Peers whose forwarded headers are kept (appended to); from anyone else they are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
-
-/// Longest `shutdown.request_wait_ms`: a minute, Pingora's keep-alive.
-const MAX_REQUEST_WAIT_MS: u64 = 60_000;
 
 /// Read, parse and validate `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -196,28 +198,14 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             ),
         ));
     }
-    if f.upstreams.connect_timeout_ms == 0 {
-        return Err(e(
-            "edgeward.upstreams.connect_timeout_ms".into(),
-            "must be above 0".into(),
-        ));
-    }
-    if f.upstreams.health_check_interval_seconds == 0 {
-        return Err(e(
-            "edgeward.upstreams.health_check_interval_seconds".into(),
-            "must be above 0".into(),
-        ));
-    }
+    let upstream_timeouts = limits::upstreams(&f.upstreams).map_err(|(k, m)| e(k, m))?;
+    let (downstream, max_connections) =
+        limits::downstream(&f.downstream, &f.shutdown).map_err(|(k, m)| e(k, m))?;
+    let trusted_proxies = limits::trusted_proxies(&f.trusted_proxies).map_err(|(k, m)| e(k, m))?;
     if !(4096..=1 << 30).contains(&f.state.checkpoint_bytes) {
         return Err(e(
             "edgeward.state.checkpoint_bytes".into(),
             "must be between 4096 and 1073741824".into(),
-        ));
-    }
-    if f.shutdown.request_wait_ms > MAX_REQUEST_WAIT_MS {
-        return Err(e(
-            "edgeward.shutdown.request_wait_ms".into(),
-            format!("must be at most {MAX_REQUEST_WAIT_MS}"),
         ));
     }
     let etcd = match &f.state.etcd {
@@ -348,12 +336,14 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         checkpoint_bytes: f.state.checkpoint_bytes,
         seeds,
         challenge_ttl_seconds: ttl,
-        connect_timeout: Duration::from_millis(f.upstreams.connect_timeout_ms),
+        upstream_timeouts,
         health_check_interval: Duration::from_secs(f.upstreams.health_check_interval_seconds),
         policy,
         acme,
         etcd,
-        request_wait: Duration::from_millis(f.shutdown.request_wait_ms),
+        downstream,
+        max_connections,
+        trusted_proxies,
     })
 }
 
@@ -519,6 +509,55 @@ mod tests {
         assert!(e.contains("edgeward.shutdown.request_wait_ms"), "{e}");
         let e = check("edgeward:\n  shutdown: {request_wait: 5}\n").unwrap_err();
         assert!(e.contains("request_wait"), "{e}");
+        for (yaml, key) in [
+            (
+                "upstreams: {read_timeout_ms: 0}",
+                "edgeward.upstreams.read_timeout_ms",
+            ),
+            (
+                "upstreams: {write_timeout_ms: 3600001}",
+                "edgeward.upstreams.write_timeout_ms",
+            ),
+            (
+                "upstreams: {idle_timeout_seconds: 0}",
+                "edgeward.upstreams.idle_timeout_seconds",
+            ),
+            (
+                "upstreams: {connect_timeout_ms: 0}",
+                "edgeward.upstreams.connect_timeout_ms",
+            ),
+            ("upstreams: {read_timeout: 5}", "read_timeout"),
+            (
+                "downstream: {request_header_timeout_ms: 0}",
+                "edgeward.downstream.request_header_timeout_ms",
+            ),
+            (
+                "downstream: {keepalive_timeout_seconds: 3601}",
+                "edgeward.downstream.keepalive_timeout_seconds",
+            ),
+            (
+                "downstream: {max_connections: 0}",
+                "edgeward.downstream.max_connections",
+            ),
+            ("downstream: {max_connections: -1}", "max_connections"),
+            (
+                "trusted_proxies: [\"10.0.0.0/40\"]",
+                "edgeward.trusted_proxies[0]",
+            ),
+            ("trusted_proxies: \"10.0.0.0/8\"", "trusted_proxies"),
+        ] {
+            let e = check(&format!("edgeward:\n  {yaml}\n")).unwrap_err();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        let c = check(
+            "edgeward:\n  upstreams: {read_timeout_ms: 1500}\n  downstream: {keepalive_timeout_seconds: 0}\n  trusted_proxies: [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstream_timeouts.read, Duration::from_millis(1500));
+        assert_eq!(c.downstream.keepalive, Duration::ZERO);
+        assert_eq!(c.downstream.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 100_000);
+        assert_eq!(c.trusted_proxies.len(), 1);
         let e = check("threads: 2\n").unwrap_err();
         assert!(e.contains("edgeward"), "{e}");
     }

@@ -38,6 +38,43 @@ pub struct EdgewardFile {
     pub acme: Option<AcmeFile>,
     #[serde(default)]
     pub shutdown: ShutdownFile,
+    #[serde(default)]
+    pub downstream: DownstreamFile,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Real-IP` are kept (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Limits on the client side of the proxy listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamFile {
+    #[serde(default = "default_request_header_timeout_ms")]
+    pub request_header_timeout_ms: u64,
+    #[serde(default = "default_keepalive_seconds")]
+    pub keepalive_timeout_seconds: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for DownstreamFile {
+    fn default() -> Self {
+        DownstreamFile {
+            request_header_timeout_ms: default_request_header_timeout_ms(),
+            keepalive_timeout_seconds: default_keepalive_seconds(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_request_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_keepalive_seconds() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    100_000
 }
 
 /// A graceful shutdown or upgrade.
@@ -257,6 +294,12 @@ impl Default for ChallengesFile {
 pub struct UpstreamsFile {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    #[serde(default = "default_io_timeout_ms")]
+    pub read_timeout_ms: u64,
+    #[serde(default = "default_io_timeout_ms")]
+    pub write_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
     #[serde(default = "default_health_interval")]
     pub health_check_interval_seconds: u64,
 }
@@ -265,9 +308,19 @@ impl Default for UpstreamsFile {
     fn default() -> Self {
         UpstreamsFile {
             connect_timeout_ms: default_connect_timeout_ms(),
+            read_timeout_ms: default_io_timeout_ms(),
+            write_timeout_ms: default_io_timeout_ms(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
             health_check_interval_seconds: default_health_interval(),
         }
     }
+}
+
+fn default_io_timeout_ms() -> u64 {
+    60_000
+}
+fn default_idle_timeout_seconds() -> u64 {
+    60
 }
 
 fn yes() -> bool {

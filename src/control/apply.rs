@@ -105,10 +105,8 @@ impl Control {
 
     pub(super) fn put_route(&self, d: &Domain) {
         let pool = self.pools.get(&d.upstreams);
-        self.state.routes.insert(Arc::new(Route {
-            domain: d.clone(),
-            pool,
-        }));
+        let domain = self.keep_resolved(d).unwrap_or_else(|| d.clone());
+        self.state.routes.insert(Arc::new(Route { domain, pool }));
     }
 
     pub(super) fn put_challenge(&self, c: &Challenge) {

@@ -17,6 +17,7 @@ mod apply;
 mod commit;
 pub mod fleet;
 pub mod handover;
+mod migrate;
 mod restore;
 
 pub use commit::Writes;

@@ -15,13 +15,15 @@ pub(super) struct SeedPreview {
     seeds: Vec<Domain>,
     /// Seeded hosts whose stored form may differ from the seed.
     unstored: HashSet<String>,
+    /// Domains stored in the legacy form, resolved in memory (`migrate`), to be written back.
+    legacy: Vec<String>,
 }
 
 impl Control {
     /// Fill memory from a loaded snapshot (start-up). Certificates are parsed in parallel on every
     /// core; one that does not parse stops start-up. Expired challenges are kept (never answered) until
     /// `expire_challenges` deletes them durably, once this process may write.
-    pub fn restore(&self, snap: Snapshot) -> Result<(), StoreError> {
+    pub fn restore(&self, mut snap: Snapshot) -> Result<(), StoreError> {
         let now = unix_now();
         *self.acme_stored_mut() = AcmeStored {
             account: snap.acme_account,
@@ -37,6 +39,8 @@ impl Control {
             }
             self.state.certs.publish(Arc::new(b));
         }
+        let legacy = self.resolve_legacy(&mut snap.domains);
+        self.seeds_mut().legacy = legacy;
         for d in &snap.domains {
             self.put_route(d);
         }
@@ -115,21 +119,36 @@ impl Control {
     /// Write the seed list where the store may differ (what memory shows after following the store,
     /// or what was previewed), in chunks the store writes atomically (each seed stands alone).
     pub async fn apply_seeds(self: &Arc<Self>) -> Result<usize, ApplyError> {
-        let changed: Vec<Change> = {
+        let (changed, legacy): (Vec<Change>, Vec<Change>) = {
             let p = self.seeds_mut();
-            p.seeds
+            let seeded: HashSet<&str> = p.seeds.iter().map(|d| d.host.as_str()).collect();
+            let seeds = p
+                .seeds
                 .iter()
                 .filter(|d| {
                     p.unstored.contains(&d.host) || self.domain(&d.host).as_ref() != Some(*d)
                 })
                 .cloned()
                 .map(Change::PutDomain)
-                .collect()
+                .collect();
+            // Legacy records written back as memory resolved them (unless a seed rewrites them).
+            let legacy = p
+                .legacy
+                .iter()
+                .filter(|h| !seeded.contains(h.as_str()))
+                .filter_map(|h| self.domain(h))
+                .map(Change::PutDomain)
+                .collect();
+            (seeds, legacy)
         };
         let n = changed.len();
         if n > 0 {
             log::info!("applying {n} domains from the configuration's seed list");
         }
+        if !legacy.is_empty() {
+            log::info!("writing back {} domains in the current form", legacy.len());
+        }
+        let changed: Vec<Change> = changed.into_iter().chain(legacy).collect();
         let chunk = self.atomic_limit().clamp(1, 1024);
         for part in changed.chunks(chunk) {
             self.apply(part.to_vec()).await?;

@@ -2,8 +2,10 @@
 //! Input is parsed into `DomainInput` (every field optional, unknown fields refused) and validated into
 //! `Domain`, with errors that name the field.
 
+use super::cert::CertRef;
 pub use super::field::FieldError;
 use super::host::parse_host;
+use super::upstream::TimeoutOverrides;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -33,6 +35,11 @@ pub struct Domain {
     pub tls: TlsMode,
     pub redirect_https: bool,
     pub acme_challenges: ChallengeMode,
+    /// The certificate its names are served with (`null`: the one stored under `host`).
+    #[serde(default = "CertRef::legacy")]
+    pub certificate: CertRef,
+    #[serde(default, skip_serializing_if = "TimeoutOverrides::is_empty")]
+    pub upstream_timeouts: TimeoutOverrides,
 }
 
 /// The body of `PUT /v1/domains/{host}` (and of a `put_domain` op, a seed entry).
@@ -49,6 +56,12 @@ pub struct DomainInput {
     pub redirect_https: Option<bool>,
     #[serde(default)]
     pub acme_challenges: Option<ChallengeMode>,
+    /// The host whose stored certificate serves this domain (a multi-SAN certificate shared by
+    /// several domains); absent or `null`: its own.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    #[serde(default)]
+    pub upstream_timeouts: Option<TimeoutOverrides>,
 }
 
 /// What the domain validation needs to know about the running configuration.
@@ -99,12 +112,35 @@ impl DomainInput {
                 "\"auto\" uses HTTP-01, which cannot issue wildcard certificates: upload one (\"manual\")",
             ));
         }
+        let certificate = match self.certificate.as_deref() {
+            None => CertRef::Own,
+            Some(c) => {
+                let c = parse_host(c, true)
+                    .map_err(|e| FieldError::new("certificate", e.to_string()))?;
+                if tls == TlsMode::Auto {
+                    return Err(FieldError::new(
+                        "certificate",
+                        "a domain with tls \"auto\" is served the certificate issued for it: leave \
+                         `certificate` out",
+                    ));
+                }
+                if c == host {
+                    CertRef::Own
+                } else {
+                    CertRef::Shared(c)
+                }
+            }
+        };
+        let upstream_timeouts = self.upstream_timeouts.unwrap_or_default();
+        upstream_timeouts.validate("upstream_timeouts")?;
         Ok(Domain {
             host,
             upstreams,
             tls,
             redirect_https: self.redirect_https.unwrap_or(false),
             acme_challenges: self.acme_challenges.unwrap_or_default(),
+            certificate,
+            upstream_timeouts,
         })
     }
 }
@@ -154,6 +190,8 @@ pub(crate) fn test_domain(host: &str) -> Domain {
         tls: TlsMode::Off,
         redirect_https: false,
         acme_challenges: ChallengeMode::Intercept,
+        certificate: CertRef::Own,
+        upstream_timeouts: TimeoutOverrides::default(),
     }
 }
 
@@ -200,5 +238,39 @@ mod tests {
         assert_eq!(e.unwrap_err().field, "host");
         assert!(serde_json::from_str::<DomainInput>(r#"{"upstream": []}"#).is_err());
         assert!(serde_json::from_str::<DomainInput>(r#"{"tls": "on"}"#).is_err());
+        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate": "a b"}"#)
+            .validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "certificate");
+        let e =
+            input(r#"{"upstreams": ["127.0.0.1:1"], "upstream_timeouts": {"read_timeout_ms": 0}}"#)
+                .validate(Some("a.com"), p);
+        assert_eq!(e.unwrap_err().field, "upstream_timeouts.read_timeout_ms");
+        assert!(serde_json::from_str::<DomainInput>(
+            r#"{"upstream_timeouts": {"read_timeout": 1}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn certificate_references_and_their_stored_form() {
+        let p = DomainPolicy::default();
+        let d = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate": "Shop.Test"}"#)
+            .validate(Some("www.shop.test"), p)
+            .unwrap();
+        assert_eq!(d.certificate, CertRef::Shared("shop.test".into()));
+        assert_eq!(d.certificate.host(&d.host), "shop.test");
+        let own = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate": "www.shop.test"}"#)
+            .validate(Some("www.shop.test"), p)
+            .unwrap();
+        assert_eq!(own.certificate, CertRef::Own);
+        // Stored: `null` for its own, the host for a shared one; absent (older records): legacy.
+        let json = serde_json::to_value(&own).unwrap();
+        assert!(json["certificate"].is_null() && json.get("upstream_timeouts").is_none());
+        let back: Domain = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("certificate");
+        let old: Domain = serde_json::from_value(old).unwrap();
+        assert_eq!(old.certificate, CertRef::Legacy);
     }
 }

@@ -103,6 +103,53 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Is a client's `Host` (or `:authority`) a host name or IP literal with an optional port? Checked
+/// before the host is used in a redirect or a log line: one scan, no allocation. Underscores pass (they
+/// occur in real host names and nginx accepts them); anything that could end a header, a URL or a
+/// log field does not.
+pub fn valid_request_host(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    if b.is_empty() || b.len() > 255 + 6 {
+        return false;
+    }
+    let (name, port) = if b[0] == b'[' {
+        // IPv6 literal.
+        let Some(end) = b.iter().position(|&c| c == b']') else {
+            return false;
+        };
+        let inner = &raw[1..end];
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match &b[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b[..0], port),
+            _ => return false,
+        }
+    } else {
+        match b.iter().rposition(|&c| c == b':') {
+            Some(i) => (&b[..i], &b[i + 1..]),
+            None => (b, &b[..0]),
+        }
+    };
+    let port_ok = port.is_empty() && !raw.ends_with(':')
+        || (port.len() <= 5
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some());
+    let name_ok = b[0] == b'['
+        || (!name.is_empty()
+            && name.len() <= 254
+            && name
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+            && !name.starts_with(b".")
+            && !name.windows(2).any(|w| w == b".."));
+    port_ok && name_ok
+}
+
 /// The parent a one-level wildcard would be registered under: `a.example.com` -> `example.com`.
 pub fn wildcard_parent(host: &str) -> Option<&str> {
     let dot = host.find('.')?;
@@ -166,5 +213,40 @@ mod tests {
         assert!(matches!(normalize_request_host("a.b"), Cow::Borrowed(_)));
         assert_eq!(wildcard_parent("a.example.com"), Some("example.com"));
         assert_eq!(wildcard_parent("com"), None);
+    }
+
+    #[test]
+    fn request_hosts_are_checked_before_use() {
+        for ok in [
+            "a.test",
+            "A.Test:8080",
+            "a.test.",
+            "my_host.test",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "localhost",
+        ] {
+            assert!(valid_request_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a.test:",
+            "a.test:99999",
+            "a.test:8o",
+            "evil.test/x",
+            "a.test\\@b",
+            "a test",
+            "a.test\"><script>",
+            "a..test",
+            ".a.test",
+            "[::1",
+            "[zz]:80",
+            "[::1]x",
+            "a.test:80:80",
+            "%61.test",
+        ] {
+            assert!(!valid_request_host(bad), "{bad:?}");
+        }
     }
 }

@@ -9,13 +9,15 @@ pub mod change;
 pub mod domain;
 pub mod field;
 pub mod host;
+pub mod upstream;
 
 pub use acme::{AccountRecord, Budget};
-pub use cert::{CertRecord, CertSource};
+pub use cert::{CertRecord, CertRef, CertSource};
 pub use challenge::{Challenge, ChallengeInput};
 pub use change::Change;
 pub use domain::{ChallengeMode, Domain, DomainInput, DomainPolicy, TlsMode};
 pub use field::FieldError;
+pub use upstream::{TimeoutOverrides, UpstreamTimeouts};
 
 /// Seconds since the Unix epoch, from the system clock (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {

@@ -65,6 +65,7 @@ mod tests {
                     tls: TlsMode::Off,
                     redirect_https: false,
                     acme_challenges: mode,
+                    ..crate::model::domain::test_domain(host)
                 },
                 pool: pools.get(&[addr]),
             }));

@@ -16,7 +16,8 @@
 //!   the process being replaced are served instead of closed. Pingora is handed complete heads only.
 
 use super::challenge::{self, Decision};
-use crate::http1::{head_end, read_more, KEEPALIVE, MAX_WAITED_HEAD};
+use super::limit::Connections;
+use crate::http1::{self, read_head, read_step, HeadClock, Limits};
 use crate::metrics;
 use crate::model::host::normalize_request_host;
 use crate::model::unix_now;
@@ -31,11 +32,10 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Longest request head answered here; longer ones go to Pingora, whose own limit then applies.
-const MAX_HEAD: usize = 4096;
+const MAX_CHALLENGE_HEAD: usize = 4096;
 /// More header lines than this: handed to Pingora.
 const MAX_HEADERS: usize = 32;
 const GET_PREFIX: &[u8] = b"GET /.well-known/acme-challenge/";
@@ -54,8 +54,12 @@ pub struct Front<A> {
     pub inner: Arc<A>,
     pub state: Reader,
     pub challenges: Challenges,
-    /// At a shutdown, how long a connection without a complete request head waits for it.
-    pub request_wait: Duration,
+    /// The downstream timeouts: request head, keep-alive, shutdown wait.
+    pub limits: Limits,
+    /// Open connections, shared by every proxy listener (`max_connections`).
+    pub connections: Arc<Connections>,
+    /// The service name, for log lines.
+    pub name: String,
 }
 
 /// What the bytes at the start of the buffer are.
@@ -94,7 +98,7 @@ pub fn examine(state: &Reader, buf: &[u8], now: u64) -> Head {
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Head::Incomplete,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_CHALLENGE_HEAD => return Head::Incomplete,
         _ => return Head::Other,
     };
     let (Some(version @ (0 | 1)), Some(target)) = (req.version, req.path) else {
@@ -157,7 +161,7 @@ pub fn write_answer(out: &mut Vec<u8>, body: &[u8], head_only: bool, keep_alive:
 
 /// What the connection does after the loop in front.
 enum Next {
-    /// Hand it to Pingora: the buffer holds a request head that is not answered here.
+    /// Hand it to Pingora: the buffer starts with a checked request head not answered here.
     Pingora,
     Close,
 }
@@ -170,36 +174,37 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         stream: &mut Stream,
         buf: &mut BytesMut,
         shutdown: &mut ShutdownWatch,
+        clock: &mut HeadClock,
     ) -> Next {
-        let mut out = Vec::new();
-        let mut deadline = None;
-        let mut need_read = buf.is_empty();
         loop {
-            if need_read
-                && !read_more(stream, buf, shutdown, &mut deadline, self.request_wait).await
-            {
-                // Closed, reset or idle: as Pingora does, close without an answer.
-                return Next::Close;
-            }
             let head = match self.challenges {
                 Challenges::Answer => examine(&self.state, buf, unix_now()),
                 Challenges::Proxy => Head::Other,
             };
             match head {
-                Head::Incomplete => need_read = true,
-                Head::Other if head_end(buf).is_some() || buf.len() >= MAX_WAITED_HEAD => {
-                    return Next::Pingora
+                Head::Incomplete => {
+                    if read_step(stream, buf, shutdown, clock, &self.name)
+                        .await
+                        .is_some()
+                    {
+                        return Next::Close;
+                    }
                 }
-                Head::Other => need_read = true,
+                Head::Other => {
+                    return match read_head(stream, buf, shutdown, clock, &self.name).await {
+                        http1::Head::Complete(_) => Next::Pingora,
+                        http1::Head::Done => Next::Close,
+                    }
+                }
                 Head::Answer {
                     len,
                     body,
                     head_only,
                     keep_alive,
                 } => {
-                    let keep_alive = keep_alive && !*shutdown.borrow();
+                    let keep_alive = keep_alive && self.keepalive_secs(shutdown).is_some();
                     buf.advance(len);
-                    out.clear();
+                    let mut out = Vec::with_capacity(256);
                     write_answer(&mut out, &body, head_only, keep_alive);
                     metrics::CHALLENGE_HITS.inc();
                     metrics::count_request(200);
@@ -214,11 +219,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                         }
                         return Next::Close;
                     }
-                    deadline = None;
-                    need_read = buf.is_empty();
+                    clock.next_request();
                 }
             }
         }
+    }
+
+    /// The keep-alive Pingora is told to offer: none once shutting down, or when it is configured off.
+    fn keepalive_secs(&self, shutdown: &ShutdownWatch) -> Option<u64> {
+        let secs = self.limits.keepalive.as_secs();
+        (secs > 0 && !*shutdown.borrow()).then_some(secs)
     }
 }
 
@@ -229,6 +239,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let Some(_open) = self.connections.admit() else {
+            // Past `max_connections`: closed at once, the connections already open are served.
+            return None;
+        };
         if matches!(
             stream.selected_alpn_proto(),
             Some(ALPN::H2 | ALPN::Custom(_))
@@ -238,17 +252,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         }
         let mut watch = shutdown.clone();
         let mut buf = BytesMut::new();
+        let mut clock = HeadClock::accepted(self.limits);
         loop {
-            if let Next::Close = self.next_request(&mut stream, &mut buf, &mut watch).await {
+            if let Next::Close = self
+                .next_request(&mut stream, &mut buf, &mut watch, &mut clock)
+                .await
+            {
                 return None;
             }
             // As Pingora's HTTP/1 loop: keep-alive unless shutting down. Pipelining stays off in
             // Pingora, so a reused connection comes back with nothing read past its request.
             let mut session = ServerSession::new_http1(stream);
-            session.set_keepalive((!*watch.borrow()).then_some(KEEPALIVE.as_secs()));
+            session.set_keepalive(self.keepalive_secs(&watch));
             session.set_pipelined_prefix(buf.split());
             let reused = self.inner.process_new_http(session, shutdown).await?;
             stream = reused.consume().0;
+            // No buffer is kept while the connection waits for its next request.
+            buf = BytesMut::new();
+            clock.next_request();
         }
     }
 
@@ -326,7 +347,7 @@ mod tests {
         // A head that never ends within the limit goes to Pingora (and its limits).
         let long = format!(
             "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nX: {}",
-            "a".repeat(MAX_HEAD)
+            "a".repeat(MAX_CHALLENGE_HEAD)
         );
         assert_eq!(examine(&s, long.as_bytes(), 1), Head::Other);
     }

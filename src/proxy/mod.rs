@@ -3,24 +3,29 @@
 //! no I/O, no parsing, no lock held across an await.
 
 pub mod challenge;
+pub mod errors;
+pub mod forwarded;
 pub mod front;
+pub mod limit;
+pub mod read_through;
 pub mod redirect;
 pub mod routing;
 
 use crate::metrics;
-use crate::model::host::normalize_request_host;
-use crate::model::{unix_now, Challenge};
+use crate::model::host::{normalize_request_host, valid_request_host};
+use crate::model::{unix_now, Challenge, UpstreamTimeouts};
 use crate::state::{Reader, Route};
 use async_trait::async_trait;
 use bytes::Bytes;
+use forwarded::Forwarding;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use read_through::{Lookup, ReadThroughGate};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Where a node looks for a challenge token it does not hold (fleet mode: etcd).
 #[async_trait]
@@ -35,24 +40,17 @@ pub struct EdgeProxy {
     pub tls: bool,
     /// Port for `redirect_https` targets when the HTTPS listener is not on 443.
     pub https_redirect_port: Option<u16>,
-    pub connect_timeout: Duration,
-    /// Fleet mode: where to look for a challenge token before answering 404.
-    pub read_through: Option<Arc<dyn ReadThrough>>,
+    /// `edgeward.upstreams`; a domain's `upstream_timeouts` override them.
+    pub timeouts: UpstreamTimeouts,
+    pub forwarding: Forwarding,
+    /// Fleet mode: where to look for a challenge token before answering 404 (bounded).
+    pub read_through: Option<Arc<ReadThroughGate>>,
 }
 
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
     tried: Vec<SocketAddr>,
-}
-
-impl EdgeProxy {
-    /// Fleet mode: a token another node registered may not have reached this node's memory yet; look
-    /// in the store before answering 404. (The fleet watch brings it into memory shortly after.)
-    async fn read_through(&self, token: &str, host: &str) -> Option<Bytes> {
-        let c = self.read_through.as_ref()?.fetch(token).await?;
-        (c.host == host && c.expires_at > unix_now()).then(|| Bytes::from(c.key_authorization))
-    }
 }
 
 #[async_trait]
@@ -73,7 +71,16 @@ impl ProxyHttp for EdgeProxy {
         let mut fetch: Option<(String, String)> = None;
         let (reply, head) = {
             let req = session.req_header();
-            let host = routing::request_host(session).map(normalize_request_host);
+            let raw_host = routing::request_host(session);
+            if raw_host.is_some_and(|h| !valid_request_host(h)) {
+                // Never reflected into a redirect or a log line.
+                let head = req.method == http::Method::HEAD;
+                metrics::REFUSED_REQUESTS.with_label_values(&["400"]).inc();
+                let body = Bytes::from_static(b"invalid Host header\n");
+                respond(session, 400, body, head).await?;
+                return Ok(true);
+            }
+            let host = raw_host.map(normalize_request_host);
             let host = host.as_deref().unwrap_or("");
             let path = req.uri.path();
             let decision = if self.intercept_acme_challenges && path.starts_with(challenge::PREFIX)
@@ -84,9 +91,11 @@ impl ProxyHttp for EdgeProxy {
                         Err((200, body))
                     }
                     challenge::Decision::NotFound => {
+                        // Only for hosts this node routes: anything else is a 404 here and now.
                         fetch = self
                             .read_through
                             .as_ref()
+                            .filter(|_| self.state.route(host).is_some())
                             .and(challenge::answerable_token(&req.method, path))
                             .map(|t| (t.to_string(), host.to_string()));
                         if fetch.is_none() {
@@ -124,18 +133,18 @@ impl ProxyHttp for EdgeProxy {
                 Err(reply) => (reply, req.method == http::Method::HEAD),
             }
         };
-        let reply = match fetch {
-            Some((token, host)) => match self.read_through(&token, &host).await {
-                Some(found) => {
+        let reply = match (fetch, &self.read_through) {
+            (Some((token, host)), Some(gate)) => match gate.fetch(&token, &host).await {
+                Lookup::Found(found) => {
                     metrics::CHALLENGE_HITS.inc();
                     (200, found)
                 }
-                None => {
+                Lookup::Missing | Lookup::Skipped => {
                     metrics::CHALLENGE_MISSES.inc();
                     reply
                 }
             },
-            None => reply,
+            _ => reply,
         };
         respond(session, reply.0, reply.1, head).await?;
         Ok(true)
@@ -147,8 +156,35 @@ impl ProxyHttp for EdgeProxy {
         };
         let addr = routing::pick(route, &mut ctx.tried)?;
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(self.connect_timeout);
+        let t = self.timeouts.with(&route.domain.upstream_timeouts);
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(t.idle);
         Ok(Box::new(peer))
+    }
+
+    /// 504 for an upstream that did not answer in time, 502 for one that could not be reached or
+    /// broke the exchange; counted by reason.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let started = session.response_written().is_some();
+        let code = errors::status_for(e, started);
+        errors::count(e, code);
+        if code > 0 {
+            if let Err(err) = session.respond_error(code).await {
+                log::debug!("sending the {code} to the client failed: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// What Pingora's error lines say about the request: method and path, no header values.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        crate::http1::check::describe(format!("{} {} ", req.method, req.uri.path()).as_bytes())
     }
 
     fn fail_to_connect(
@@ -175,22 +211,11 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(ip) = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let xff = routing::forwarded_for(
-                upstream
-                    .headers
-                    .get("x-forwarded-for")
-                    .map(|v| v.as_bytes()),
-                ip,
-            );
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
+            .map(|a| a.ip());
         let proto = if self.tls { "https" } else { "http" };
-        upstream.insert_header("x-forwarded-proto", http::HeaderValue::from_static(proto))?;
         // The Host header's value as is (a refcount, no copy); HTTP/2 requests carry :authority.
         let host = match session.req_header().headers.get(http::header::HOST) {
             Some(h) => Some(h.clone()),
@@ -198,10 +223,7 @@ impl ProxyHttp for EdgeProxy {
                 routing::request_host(session).and_then(|h| http::HeaderValue::from_str(h).ok())
             }
         };
-        if let Some(host) = host {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        Ok(())
+        self.forwarding.apply(upstream, peer, proto, host)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {

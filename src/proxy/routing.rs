@@ -29,24 +29,3 @@ pub fn pick(route: &Arc<Route>, tried: &mut Vec<SocketAddr>) -> Result<SocketAdd
         ),
     }
 }
-
-/// Add `ip` to an `X-Forwarded-For` chain.
-pub fn forwarded_for(existing: Option<&[u8]>, ip: std::net::IpAddr) -> String {
-    match existing.and_then(|v| std::str::from_utf8(v).ok()) {
-        Some(v) if !v.trim().is_empty() => format!("{}, {ip}", v.trim()),
-        _ => ip.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_appends() {
-        let ip: std::net::IpAddr = "1.2.3.4".parse().unwrap();
-        assert_eq!(forwarded_for(None, ip), "1.2.3.4");
-        assert_eq!(forwarded_for(Some(b" 9.9.9.9 "), ip), "9.9.9.9, 1.2.3.4");
-        assert_eq!(forwarded_for(Some(b""), ip), "1.2.3.4");
-    }
-}

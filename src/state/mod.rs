@@ -8,7 +8,8 @@ pub mod routes;
 pub use challenges::Challenges;
 pub use routes::{Route, Routes};
 
-use crate::tls::{CertReader, CertStore};
+use crate::tls::bundle::covers_name;
+use crate::tls::{CertBundle, CertStore};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -42,8 +43,17 @@ impl Reader {
         self.0.challenges.lookup(token, host, now)
     }
 
-    /// The certificates, for the TLS callback.
-    pub fn certs(&self) -> CertReader {
-        CertReader::new(self.0.certs.clone())
+    /// The certificate for an SNI name (lowercase, no trailing dot): the one the domain the name
+    /// routes to points at, if it covers the name. Never another domain's, whatever its SANs list.
+    pub fn cert_for(&self, sni: &str) -> Option<Arc<CertBundle>> {
+        let route = self.0.routes.lookup(sni)?;
+        let d = &route.domain;
+        let bundle = self.0.certs.get(d.certificate.host(&d.host))?;
+        covers_name(&bundle.names, sni).then_some(bundle)
+    }
+
+    /// The configuration's default certificate (no SNI, or a name no certificate is served for).
+    pub fn default_cert(&self) -> Option<Arc<CertBundle>> {
+        self.0.certs.default_cert()
     }
 }

@@ -90,6 +90,7 @@ mod tests {
                 tls: TlsMode::Off,
                 redirect_https: false,
                 acme_challenges: ChallengeMode::Intercept,
+                ..crate::model::domain::test_domain(host)
             },
             pool: pools.get(&[addr]),
         })

@@ -1,9 +1,10 @@
-//! Pingora's TLS certificate callback: SNI -> pre-parsed bundle -> attached to the handshake. Lookups and
-//! refcount bumps only: no parsing, no I/O, no await. No certificate found: nothing is attached and the
+//! Pingora's TLS certificate callback: SNI -> the domain it routes to -> that domain's pre-parsed
+//! bundle (if it covers the name) -> attached to the handshake. Lookups and refcount bumps only: no
+//! parsing, no I/O, no await. No certificate found: the default one, else nothing is attached and the
 //! handshake fails cleanly with an alert.
 
 use crate::metrics;
-use crate::tls::CertReader;
+use crate::state::Reader;
 use async_trait::async_trait;
 use openssl::ssl::NameType;
 use pingora_core::listeners::TlsAccept;
@@ -13,27 +14,27 @@ use std::any::Any;
 use std::sync::Arc;
 
 pub struct SniResolver {
-    pub certs: CertReader,
+    pub state: Reader,
 }
 
 #[async_trait]
 impl TlsAccept for SniResolver {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let certs = &self.certs;
+        let state = &self.state;
         let bundle = match ssl.servername(NameType::HOST_NAME) {
             Some(sni) => {
                 let sni = sni.trim_end_matches('.');
                 let found = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
-                    certs.lookup(&sni.to_ascii_lowercase())
+                    state.cert_for(&sni.to_ascii_lowercase())
                 } else {
-                    certs.lookup(sni)
+                    state.cert_for(sni)
                 };
                 if found.is_none() {
                     metrics::TLS_SNI_MISSES.inc();
                 }
-                found.or_else(|| certs.default_cert())
+                found.or_else(|| state.default_cert())
             }
-            None => certs.default_cert(),
+            None => state.default_cert(),
         };
         let Some(b) = bundle else {
             metrics::TLS_HANDSHAKES

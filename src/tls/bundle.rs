@@ -233,6 +233,15 @@ fn names_of(leaf: &X509) -> Vec<String> {
 
 /// Does a certificate with `names` serve `host`? An exact name, or a `*.parent` name for a host one
 /// level under `parent`. A wildcard host needs the same wildcard name.
+/// Does a certificate with `names` cover the SNI name `sni` (never a wildcard itself)? No allocation:
+/// the TLS callback calls it.
+pub fn covers_name(names: &[String], sni: &str) -> bool {
+    let parent = crate::model::host::wildcard_parent(sni);
+    names
+        .iter()
+        .any(|n| n == sni || (parent.is_some() && n.strip_prefix("*.") == parent))
+}
+
 pub fn covers(names: &[String], host: &str) -> bool {
     names.iter().any(|n| {
         n == host
@@ -254,6 +263,9 @@ mod tests {
         assert!(covers(&names, "b.com"));
         assert!(!covers(&names, "a.com"));
         assert!(!covers(&names, "y.x.a.com"));
+        assert!(covers_name(&names, "x.a.com") && covers_name(&names, "b.com"));
+        assert!(!covers_name(&names, "a.com") && !covers_name(&names, "y.x.a.com"));
+        assert!(!covers_name(&names, "c.com"));
         assert!(!covers(&names, "*.b.com"));
     }
 }

@@ -1,21 +1,21 @@
-//! Reading HTTP/1 request heads on a connection, shared by the proxy front and the admin listener.
-//! Idle waits are Pingora's keep-alive; once a graceful shutdown or upgrade has started, a connection
-//! gets `request_wait` more for its request instead of being dropped, so that a request already on
-//! its way is served (then the connection closes).
+//! HTTP/1 request heads on a connection, shared by the proxy front and the admin listener: where a head
+//! ends, reading it within the downstream limits (`read`), and checking it before Pingora parses it
+//! (`check`).
+
+pub mod check;
+pub mod read;
+
+pub use check::Refusal;
+pub use read::{HeadClock, Limits, Read};
 
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::time::Instant;
+use tokio::io::AsyncWriteExt;
 
-/// Idle time allowed between requests (and while a head arrives): Pingora's HTTP/1 default.
-pub const KEEPALIVE: Duration = Duration::from_secs(60);
-/// A head not complete within this many bytes is handed on as it is (Pingora's limit is 1 MiB).
-pub const MAX_WAITED_HEAD: usize = 64 << 10;
-/// Room kept free in the read buffer.
-const READ_CHUNK: usize = 4096;
+/// Longest request head; a longer one is answered 431 (Pingora's own limit is 1 MiB; nginx's default
+/// is 4 x 8 KiB, HAProxy's 16 KiB).
+pub const MAX_HEAD: usize = 64 << 10;
 
 /// Where the head that starts `buf` ends (after its empty line), if it is complete. Bare `\n` line
 /// ends count, as Pingora's parser (httparse) accepts them; a property test holds the two together.
@@ -33,50 +33,112 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// Read more of the next request into `buf`. Waits up to `KEEPALIVE`; once `shutdown` is set, up to
-/// `request_wait` from the first time this connection saw it (`deadline`). `false`: closed, reset, or
-/// nothing came in time.
-pub async fn read_more(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    shutdown: &mut ShutdownWatch,
-    deadline: &mut Option<Instant>,
-    request_wait: Duration,
-) -> bool {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
-    let read = loop {
-        if *shutdown.borrow() {
-            let until = *deadline.get_or_insert_with(|| Instant::now() + request_wait);
-            break tokio::time::timeout_at(until, stream.read_buf(buf)).await;
-        }
-        tokio::select! {
-            biased;
-            // `read_buf` is cancel safe: nothing is lost if the shutdown wins.
-            r = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)) => break r,
-            changed = shutdown.changed() => if changed.is_err() {
-                return false;
-            },
-        }
-    };
-    matches!(read, Ok(Ok(n)) if n > 0)
+/// How reading the next request head ended.
+#[derive(Debug)]
+pub enum Head {
+    /// `buf` starts with a complete head of this length, which Pingora's parser accepts.
+    Complete(usize),
+    /// The connection ends here (answered already if an answer was possible).
+    Done,
 }
 
-/// Read until `buf` starts with a complete request head (or holds `MAX_WAITED_HEAD` bytes).
+/// Read until `buf` starts with a complete request head, checked; a late, oversized or malformed
+/// head is answered (408, 431, 400) and logged without header values.
 pub async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
     shutdown: &mut ShutdownWatch,
-    request_wait: Duration,
-) -> bool {
-    let mut deadline = None;
-    while head_end(buf).is_none() && buf.len() < MAX_WAITED_HEAD {
-        if !read_more(stream, buf, shutdown, &mut deadline, request_wait).await {
-            return false;
+    clock: &mut HeadClock,
+    listener: &str,
+) -> Head {
+    loop {
+        if let Some(end) = head_end(buf) {
+            if end > MAX_HEAD {
+                return refuse(stream, buf, &check::too_large(MAX_HEAD), listener).await;
+            }
+            return match check::check_head(buf, end) {
+                Ok(()) => Head::Complete(head_end(buf).unwrap_or(end)),
+                Err(r) => refuse(stream, buf, &r, listener).await,
+            };
+        }
+        if buf.len() >= MAX_HEAD {
+            return refuse(stream, buf, &check::too_large(MAX_HEAD), listener).await;
+        }
+        if let Some(end) = read_step(stream, buf, shutdown, clock, listener).await {
+            return end;
         }
     }
-    true
+}
+
+/// One read of a head in progress: `None` to go on, else how the connection ends.
+pub async fn read_step(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    shutdown: &mut ShutdownWatch,
+    clock: &mut HeadClock,
+    listener: &str,
+) -> Option<Head> {
+    match read::read_more(stream, buf, shutdown, clock).await {
+        Read::Data => None,
+        Read::Closed => Some(Head::Done),
+        Read::Idle => {
+            crate::metrics::DOWNSTREAM_TIMEOUTS
+                .with_label_values(&["keepalive"])
+                .inc();
+            Some(Head::Done)
+        }
+        Read::HeaderTimeout if buf.is_empty() => {
+            crate::metrics::DOWNSTREAM_TIMEOUTS
+                .with_label_values(&["request_header"])
+                .inc();
+            Some(Head::Done)
+        }
+        Read::HeaderTimeout => {
+            crate::metrics::DOWNSTREAM_TIMEOUTS
+                .with_label_values(&["request_header"])
+                .inc();
+            let r = Refusal {
+                status: 408,
+                error: format!(
+                    "request head not complete within {:?}",
+                    clock.limits().header_timeout
+                ),
+            };
+            Some(refuse(stream, buf, &r, listener).await)
+        }
+    }
+}
+
+/// Answer a refused head and end the connection; the log line names the method and path only.
+pub async fn refuse(stream: &mut Stream, buf: &[u8], r: &Refusal, listener: &str) -> Head {
+    crate::metrics::REFUSED_REQUESTS
+        .with_label_values(&[status_label(r.status)])
+        .inc();
+    crate::metrics::count_request(r.status);
+    let peer = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+        .unwrap_or_default();
+    log::info!(
+        "{listener}: {} from {peer}: {} ({})",
+        r.status,
+        r.error,
+        check::describe(buf)
+    );
+    let _ = stream.write_all(&check::refusal_response(r.status)).await;
+    let _ = stream.flush().await;
+    if stream.get_ssl_digest().is_some() {
+        let _ = stream.shutdown().await;
+    }
+    Head::Done
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        408 => "408",
+        431 => "431",
+        _ => "400",
+    }
 }
 
 #[cfg(test)]
