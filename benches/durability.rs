@@ -45,7 +45,7 @@ fn domain(host: &str, port: u16) -> Domain {
         tls: TlsMode::Off,
         redirect_https: false,
         acme_challenges: ChallengeMode::Intercept,
-        certificate: Default::default(),
+        certificate_host: Default::default(),
         upstream_timeouts: Default::default(),
     }
 }

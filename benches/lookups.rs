@@ -24,7 +24,7 @@ fn domain(i: usize) -> Domain {
         tls: TlsMode::Off,
         redirect_https: false,
         acme_challenges: ChallengeMode::Intercept,
-        certificate: Default::default(),
+        certificate_host: Default::default(),
         upstream_timeouts: Default::default(),
     }
 }

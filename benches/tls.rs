@@ -81,7 +81,7 @@ fn add(state: &State, pools: &Pools, parsed: &CertBundle, host: &str) {
             tls: TlsMode::Manual,
             redirect_https: false,
             acme_challenges: ChallengeMode::Intercept,
-            certificate: Default::default(),
+            certificate_host: Default::default(),
             upstream_timeouts: Default::default(),
         },
         pool: pools.get(&[addr]),

@@ -1,4 +1,4 @@
-//! Domains stored before a domain named its certificate (`certificate` absent: `CertRef::Legacy`).
+//! Domains stored before a domain named its certificate (`certificate_host` absent: `CertRef::Legacy`).
 //! Then, every name listed in any stored certificate was served that certificate, so a domain without
 //! a certificate of its own was served the one covering its host. That is kept, once: at load, each
 //! such domain is resolved by those rules over the certificates stored then (its own, else the one
@@ -59,21 +59,24 @@ impl LegacyIndex {
 impl Control {
     /// Resolve the legacy domains of a load in place; returns their hosts (to be written back).
     pub(super) fn resolve_legacy(&self, domains: &mut [Domain]) -> Vec<String> {
-        if !domains.iter().any(|d| d.certificate == CertRef::Legacy) {
+        if !domains
+            .iter()
+            .any(|d| d.certificate_host == CertRef::Legacy)
+        {
             return Vec::new();
         }
         let index = LegacyIndex::new(&self.state.certs.all());
         let mut hosts = Vec::new();
         for d in domains
             .iter_mut()
-            .filter(|d| d.certificate == CertRef::Legacy)
+            .filter(|d| d.certificate_host == CertRef::Legacy)
         {
             let has_own = self.state.certs.get(&d.host).is_some();
-            d.certificate = index.resolve(&d.host, has_own);
-            if let CertRef::Shared(h) = &d.certificate {
+            d.certificate_host = index.resolve(&d.host, has_own);
+            if let CertRef::Shared(h) = &d.certificate_host {
                 log::warn!(
                     "domain {} had no certificate of its own and was served the one stored under \
-                     {h}, which lists its name: it now points at it explicitly (\"certificate\": \
+                     {h}, which lists its name: it now points at it explicitly (\"certificate_host\": \
                      \"{h}\"); remove the reference if that is not wanted",
                     d.host
                 );
@@ -91,18 +94,18 @@ impl Control {
     /// A legacy record arriving from the store after the load (a followed change, a resync before the
     /// write-back): it keeps what memory resolved for it, else its own certificate.
     pub(super) fn keep_resolved(&self, d: &Domain) -> Option<Domain> {
-        if d.certificate != CertRef::Legacy {
+        if d.certificate_host != CertRef::Legacy {
             return None;
         }
         let resolved = self
             .state
             .routes
             .get(&d.host)
-            .map(|r| r.domain.certificate.clone())
+            .map(|r| r.domain.certificate_host.clone())
             .filter(|c| *c != CertRef::Legacy)
             .unwrap_or(CertRef::Own);
         Some(Domain {
-            certificate: resolved,
+            certificate_host: resolved,
             ..d.clone()
         })
     }

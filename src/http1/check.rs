@@ -43,7 +43,21 @@ pub fn check_head(buf: &mut BytesMut, end: usize) -> Result<(), Refusal> {
 
 fn parse(head: &[u8]) -> Result<(), httparse::Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    httparse::Request::new(&mut headers).parse(head).map(|_| ())
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head)?;
+    // A body length that is not a number, or two that differ: the framing is ambiguous (request
+    // smuggling), refused here like a malformed header.
+    let mut length: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = h.value.trim_ascii();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || length.is_some_and(|l| l != v) {
+                return Err(httparse::Error::HeaderValue);
+            }
+            length = Some(v);
+        }
+    }
+    Ok(())
 }
 
 fn bad(e: httparse::Error) -> Refusal {
@@ -152,12 +166,17 @@ mod tests {
     fn accepts_what_pingora_parses_and_refuses_the_rest() {
         let ok = b"GET /a?b=1 HTTP/1.1\r\nHost: a.test\r\nAuthorization: Bearer s3cret\r\n\r\nBODY";
         assert_eq!(check(ok).unwrap(), ok.to_vec());
+        let same_twice = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+        assert!(check(same_twice).is_ok());
         for bad in [
             &b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n",
             b"GET / HTTP/1.1\r\nX: y\r\n folded\r\n\r\n",
             b"\x16\x03\x01 garbage\r\n\r\n",
             b"GET / HTTP/9\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
         ] {
             let e = check(bad).unwrap_err();
             assert_eq!(e.status, 400, "{bad:?}");

@@ -127,10 +127,30 @@ pub async fn refuse(stream: &mut Stream, buf: &[u8], r: &Refusal, listener: &str
     );
     let _ = stream.write_all(&check::refusal_response(r.status)).await;
     let _ = stream.flush().await;
-    if stream.get_ssl_digest().is_some() {
-        let _ = stream.shutdown().await;
-    }
+    linger(stream).await;
     Head::Done
+}
+
+/// Close after an answer the client may still be sending into: the write side first (FIN, or TLS
+/// close_notify), then what still arrives is read and dropped for a moment, so that closing with
+/// unread bytes does not reset the connection before the client has read the answer (nginx's
+/// `lingering_close`). Bounded in time and bytes.
+async fn linger(stream: &mut Stream) {
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+    const MAX_DRAINED: usize = 256 << 10;
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut drained = 0;
+        let mut sink = BytesMut::new();
+        while drained < MAX_DRAINED {
+            sink.clear();
+            match read::append(stream, &mut sink).await {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 fn status_label(status: u16) -> &'static str {

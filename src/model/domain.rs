@@ -35,9 +35,9 @@ pub struct Domain {
     pub tls: TlsMode,
     pub redirect_https: bool,
     pub acme_challenges: ChallengeMode,
-    /// The certificate its names are served with (`null`: the one stored under `host`).
+    /// The certificate its names are served with: the one stored under this host (`null`: its own).
     #[serde(default = "CertRef::legacy")]
-    pub certificate: CertRef,
+    pub certificate_host: CertRef,
     #[serde(default, skip_serializing_if = "TimeoutOverrides::is_empty")]
     pub upstream_timeouts: TimeoutOverrides,
 }
@@ -59,7 +59,7 @@ pub struct DomainInput {
     /// The host whose stored certificate serves this domain (a multi-SAN certificate shared by
     /// several domains); absent or `null`: its own.
     #[serde(default)]
-    pub certificate: Option<String>,
+    pub certificate_host: Option<String>,
     #[serde(default)]
     pub upstream_timeouts: Option<TimeoutOverrides>,
 }
@@ -112,16 +112,16 @@ impl DomainInput {
                 "\"auto\" uses HTTP-01, which cannot issue wildcard certificates: upload one (\"manual\")",
             ));
         }
-        let certificate = match self.certificate.as_deref() {
+        let certificate_host = match self.certificate_host.as_deref() {
             None => CertRef::Own,
             Some(c) => {
                 let c = parse_host(c, true)
-                    .map_err(|e| FieldError::new("certificate", e.to_string()))?;
+                    .map_err(|e| FieldError::new("certificate_host", e.to_string()))?;
                 if tls == TlsMode::Auto {
                     return Err(FieldError::new(
-                        "certificate",
+                        "certificate_host",
                         "a domain with tls \"auto\" is served the certificate issued for it: leave \
-                         `certificate` out",
+                         `certificate_host` out",
                     ));
                 }
                 if c == host {
@@ -139,7 +139,7 @@ impl DomainInput {
             tls,
             redirect_https: self.redirect_https.unwrap_or(false),
             acme_challenges: self.acme_challenges.unwrap_or_default(),
-            certificate,
+            certificate_host,
             upstream_timeouts,
         })
     }
@@ -190,7 +190,7 @@ pub(crate) fn test_domain(host: &str) -> Domain {
         tls: TlsMode::Off,
         redirect_https: false,
         acme_challenges: ChallengeMode::Intercept,
-        certificate: CertRef::Own,
+        certificate_host: CertRef::Own,
         upstream_timeouts: TimeoutOverrides::default(),
     }
 }
@@ -238,9 +238,9 @@ mod tests {
         assert_eq!(e.unwrap_err().field, "host");
         assert!(serde_json::from_str::<DomainInput>(r#"{"upstream": []}"#).is_err());
         assert!(serde_json::from_str::<DomainInput>(r#"{"tls": "on"}"#).is_err());
-        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate": "a b"}"#)
+        let e = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate_host": "a b"}"#)
             .validate(Some("a.com"), p);
-        assert_eq!(e.unwrap_err().field, "certificate");
+        assert_eq!(e.unwrap_err().field, "certificate_host");
         let e =
             input(r#"{"upstreams": ["127.0.0.1:1"], "upstream_timeouts": {"read_timeout_ms": 0}}"#)
                 .validate(Some("a.com"), p);
@@ -254,23 +254,23 @@ mod tests {
     #[test]
     fn certificate_references_and_their_stored_form() {
         let p = DomainPolicy::default();
-        let d = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate": "Shop.Test"}"#)
+        let d = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate_host": "Shop.Test"}"#)
             .validate(Some("www.shop.test"), p)
             .unwrap();
-        assert_eq!(d.certificate, CertRef::Shared("shop.test".into()));
-        assert_eq!(d.certificate.host(&d.host), "shop.test");
-        let own = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate": "www.shop.test"}"#)
+        assert_eq!(d.certificate_host, CertRef::Shared("shop.test".into()));
+        assert_eq!(d.certificate_host.host(&d.host), "shop.test");
+        let own = input(r#"{"upstreams": ["127.0.0.1:1"], "certificate_host": "www.shop.test"}"#)
             .validate(Some("www.shop.test"), p)
             .unwrap();
-        assert_eq!(own.certificate, CertRef::Own);
+        assert_eq!(own.certificate_host, CertRef::Own);
         // Stored: `null` for its own, the host for a shared one; absent (older records): legacy.
         let json = serde_json::to_value(&own).unwrap();
-        assert!(json["certificate"].is_null() && json.get("upstream_timeouts").is_none());
+        assert!(json["certificate_host"].is_null() && json.get("upstream_timeouts").is_none());
         let back: Domain = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
         assert_eq!(back, d);
         let mut old = json.clone();
-        old.as_object_mut().unwrap().remove("certificate");
+        old.as_object_mut().unwrap().remove("certificate_host");
         let old: Domain = serde_json::from_value(old).unwrap();
-        assert_eq!(old.certificate, CertRef::Legacy);
+        assert_eq!(old.certificate_host, CertRef::Legacy);
     }
 }

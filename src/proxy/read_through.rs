@@ -17,6 +17,9 @@ use tokio::sync::Semaphore;
 pub const MAX_IN_FLIGHT: usize = 16;
 /// How long a miss is remembered.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// A store read taking longer than this counts as a miss (a slow or silent member must not hold
+/// requests).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Remembered misses at most; past it the memory is cleared (it is only an optimisation).
 const MAX_REMEMBERED: usize = 10_000;
 
@@ -62,7 +65,10 @@ impl ReadThroughGate {
                 .inc();
             return Lookup::Skipped;
         };
-        let found = self.source.fetch(token).await;
+        let found = tokio::time::timeout(READ_TIMEOUT, self.source.fetch(token))
+            .await
+            .ok()
+            .flatten();
         match found {
             Some(c) if c.host == host && c.expires_at > unix_now() => {
                 metrics::CHALLENGE_READ_THROUGH

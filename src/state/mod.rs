@@ -48,7 +48,7 @@ impl Reader {
     pub fn cert_for(&self, sni: &str) -> Option<Arc<CertBundle>> {
         let route = self.0.routes.lookup(sni)?;
         let d = &route.domain;
-        let bundle = self.0.certs.get(d.certificate.host(&d.host))?;
+        let bundle = self.0.certs.get(d.certificate_host.host(&d.host))?;
         covers_name(&bundle.names, sni).then_some(bundle)
     }
 

@@ -197,6 +197,7 @@ async fn domain_objects_round_trip_with_defaults_and_idna() {
         "tls": "off",
         "redirect_https": false,
         "acme_challenges": "intercept",
+        "certificate_host": null,
     });
     assert_eq!(v, want);
     assert_eq!(

@@ -397,6 +397,10 @@ async fn private_keys_are_encrypted_in_etcd_when_a_key_file_is_set() {
     }
     let pki = std::sync::Arc::new(crate::certs::Pki::new());
     let leaf = pki.leaf(&["sealed.test"], crate::certs::Key::Ecdsa);
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    nodes[0]
+        .put_domain("sealed.test", &[up], r#", "tls": "manual""#)
+        .await;
     let (status, v) = nodes[0]
         .api(
             "PUT",

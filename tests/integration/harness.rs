@@ -116,6 +116,8 @@ pub struct Edgeward {
     pub extra: String,
     /// Appended under `edgeward.state` (e.g. an `etcd:` block).
     pub state_extra: String,
+    /// Extra keys under `edgeward.upstreams` (two spaces of indent more than `extra`'s).
+    pub upstreams_extra: String,
     /// Environment of the edgeward process (e.g. `EDGEWARD_FAULTS`).
     pub env: Vec<(String, String)>,
     child: Option<Child>,
@@ -156,6 +158,7 @@ impl Edgeward {
             admin: free_port(),
             extra: extra.to_string(),
             state_extra: String::new(),
+            upstreams_extra: String::new(),
             env: Vec::new(),
             child: None,
             client: reqwest::Client::builder()
@@ -175,7 +178,7 @@ impl Edgeward {
              grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
              edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n  https: [\"127.0.0.1:{https}\"]\n\
              \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
-             \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n\
+             \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n{upstreams_extra}\
              \x20 shutdown:\n    request_wait_ms: 500\n{extra}",
             dir = self.dir.display(),
             http = self.http,
@@ -184,6 +187,7 @@ impl Edgeward {
             admin = self.admin,
             extra = self.extra,
             state_extra = self.state_extra,
+            upstreams_extra = self.upstreams_extra,
         );
         std::fs::write(self.config_path(), yaml).unwrap();
     }

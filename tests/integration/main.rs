@@ -6,6 +6,7 @@ mod certs;
 mod challenges;
 mod cli;
 mod durability;
+mod edge;
 mod fleet;
 mod harness;
 mod pebble;

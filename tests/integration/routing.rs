@@ -45,34 +45,57 @@ async fn routes_exact_wildcard_port_case_and_unknown_hosts() {
     }
 }
 
-#[tokio::test]
-async fn forwarded_headers_are_set_and_host_preserved() {
-    let up = Upstream::start("a").await;
-    let e = Edgeward::start("").await;
-    e.put_domain("app.test", &[up.addr], "").await;
+/// The headers the upstream sees for a request claiming to come from 203.0.113.9 via a proxy.
+async fn forwarded_as_seen_upstream(e: &Edgeward) -> serde_json::Value {
     let resp = e
         .client
         .get(format!("http://127.0.0.1:{}/some/path?q=1", e.http))
         .header("host", "App.test:8080")
         .header("x-forwarded-for", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
         .header("x-forwarded-proto", "https")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
-    let h = &v["headers"];
     assert_eq!(v["path"], "/some/path");
+    v["headers"].clone()
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_set_and_host_preserved() {
+    let up = Upstream::start("a").await;
+    // An untrusted client (no trusted_proxies): nothing it claims reaches the upstream.
+    let e = Edgeward::start("").await;
+    e.put_domain("app.test", &[up.addr], "").await;
+    let h = forwarded_as_seen_upstream(&e).await;
     assert_eq!(
         h["host"], "App.test:8080",
         "Host is passed as the client sent it"
     );
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "the spoofed chain is replaced"
+    );
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert!(h.get("forwarded").is_none(), "{h}");
     assert_eq!(
         h["x-forwarded-proto"], "http",
         "the client's claim is overwritten"
     );
     assert_eq!(h["x-forwarded-host"], "App.test:8080");
+    drop(e);
+
+    // Behind a trusted load balancer (here: loopback), its chain is kept and the peer appended.
+    let e = Edgeward::start("  trusted_proxies: [\"127.0.0.0/8\"]\n").await;
+    e.put_domain("app.test", &[up.addr], "").await;
+    let h = forwarded_as_seen_upstream(&e).await;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "203.0.113.9");
+    assert_eq!(h["forwarded"], "for=203.0.113.9");
+    assert_eq!(h["x-forwarded-proto"], "http");
 }
 
 #[tokio::test]

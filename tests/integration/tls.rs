@@ -5,9 +5,27 @@ use crate::certs::{connect, get, peer_serial, Key, Pki};
 use crate::harness::{Edgeward, Upstream};
 use std::sync::Arc;
 
+/// Upload a certificate under `host`, creating a domain for it first if there is none (a certificate
+/// is served only for names that route to a domain pointing at it).
 async fn upload(e: &Edgeward, host: &str, body: &str) -> (u16, serde_json::Value) {
+    let domain = format!("/v1/domains/{host}");
+    if e.api("GET", &domain, None).await.0 == 404 {
+        let body = r#"{"upstreams": ["127.0.0.1:9"], "tls": "manual"}"#;
+        e.api("PUT", &domain, Some(body)).await;
+    }
     e.api("PUT", &format!("/v1/certificates/{host}"), Some(body))
         .await
+}
+
+/// A domain on `host` served the certificate stored under `cert_host`.
+async fn point_at(e: &Edgeward, host: &str, cert_host: &str) {
+    let body = format!(
+        r#"{{"upstreams": ["127.0.0.1:9"], "tls": "manual", "certificate_host": "{cert_host}"}}"#
+    );
+    let (status, v) = e
+        .api("PUT", &format!("/v1/domains/{host}"), Some(&body))
+        .await;
+    assert_eq!(status, 200, "{v}");
 }
 
 /// Serial seen by a new handshake with `sni` (Err: the handshake failed).
@@ -42,6 +60,9 @@ async fn each_name_gets_its_certificate_wildcard_and_multi_san_included() {
         Key::Ecdsa,
     );
     assert_eq!(upload(&e, "multi.test", &multi.upload_body()).await.0, 200);
+    // One certificate stored once, attached to each of the customer's domains explicitly.
+    point_at(&e, "alias-one.test", "multi.test").await;
+    point_at(&e, "alias-two.test", "multi.test").await;
     let wild = pki.leaf(&["*.wild.test"], Key::Ecdsa);
     assert_eq!(upload(&e, "*.wild.test", &wild.upload_body()).await.0, 200);
     let www = pki.leaf(&["www.wild.test"], Key::Ecdsa);
@@ -355,9 +376,10 @@ async fn certificates_survive_a_restart_with_keys_kept_private() {
         serial_for(&e, &pki, Some("keep.test")).await,
         Ok(a.serial.clone())
     );
+    // Listed by keep.test's certificate, but routed to the wildcard domain: served its certificate.
     assert_eq!(
         serial_for(&e, &pki, Some("alias.keep.test")).await,
-        Ok(a.serial.clone())
+        Ok(w.serial.clone())
     );
     assert_eq!(
         serial_for(&e, &pki, Some("x.keep.test")).await,
@@ -394,5 +416,156 @@ async fn redirect_https_sends_308_but_never_for_challenges() {
             .await
             .0,
         404
+    );
+}
+
+/// The serial `openssl s_client` is served for `sni` (None: the handshake sent no certificate).
+async fn s_client_serial(port: u16, sni: &str) -> Option<String> {
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", sni, "-showcerts"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find("-----BEGIN CERTIFICATE-----")?;
+    let end = text[start..].find("-----END CERTIFICATE-----")? + start + 25;
+    let cert = openssl::x509::X509::from_pem(text[start..end].as_bytes()).ok()?;
+    let bn = cert.serial_number().to_bn().unwrap();
+    Some(bn.to_hex_str().unwrap().to_lowercase())
+}
+
+#[tokio::test]
+async fn certificates_stay_with_their_tenant_whatever_their_names_list() {
+    let pki = Arc::new(Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let def = pki.leaf(&["default.invalid"], Key::Ecdsa);
+    std::fs::write(dir.path().join("d.pem"), &def.chain_pem).unwrap();
+    std::fs::write(dir.path().join("d.key"), &def.key_pem).unwrap();
+    let extra = format!(
+        "  tls:\n    default_certificate: {{chain: \"{0}/d.pem\", key: \"{0}/d.key\"}}\n",
+        dir.path().display()
+    );
+    let e = Edgeward::start(&extra).await;
+    // Tenant A: `*.v.test` with its wildcard certificate.
+    let wild = pki.leaf(&["*.v.test"], Key::Ecdsa);
+    assert_eq!(upload(&e, "*.v.test", &wild.upload_body()).await.0, 200);
+    // Tenant B: `evil.test`, whose upload also lists A's name and a name nobody owns.
+    let evil = pki.leaf(&["evil.test", "shop.v.test", "nobody.test"], Key::Ecdsa);
+    let (status, v) = upload(&e, "evil.test", &evil.upload_body()).await;
+    assert_eq!(status, 200, "{v}");
+    let port = e.https;
+    assert_eq!(
+        s_client_serial(port, "evil.test").await,
+        Some(evil.serial.clone())
+    );
+    assert_eq!(
+        s_client_serial(port, "shop.v.test").await,
+        Some(wild.serial.clone()),
+        "A's name keeps A's certificate"
+    );
+    assert_eq!(
+        s_client_serial(port, "nobody.test").await,
+        Some(def.serial.clone()),
+        "a name no domain owns gets the default, not B's certificate"
+    );
+    // Even a domain B creates for `nobody.test` is not served B's certificate unless it points at
+    // it; pointing at it serves it (B's own multi-SAN certificate, attached explicitly).
+    let body = r#"{"upstreams": ["127.0.0.1:9"], "tls": "manual"}"#;
+    e.api("PUT", "/v1/domains/nobody.test", Some(body)).await;
+    assert_eq!(
+        s_client_serial(port, "nobody.test").await,
+        Some(def.serial.clone())
+    );
+    point_at(&e, "nobody.test", "evil.test").await;
+    assert_eq!(
+        s_client_serial(port, "nobody.test").await,
+        Some(evil.serial.clone())
+    );
+    // A reference to a certificate that does not cover the name serves nothing of it.
+    point_at(&e, "other.v2.test", "evil.test").await;
+    assert_eq!(
+        s_client_serial(port, "other.v2.test").await,
+        Some(def.serial.clone())
+    );
+    // The reference is part of the domain object; a bad one is a 400 naming the field.
+    let (_, d) = e.api("GET", "/v1/domains/nobody.test", None).await;
+    assert_eq!(d["certificate_host"], "evil.test");
+    let bad = r#"{"upstreams": ["127.0.0.1:9"], "certificate_host": "not a host"}"#;
+    let (status, v) = e.api("PUT", "/v1/domains/x.test", Some(bad)).await;
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (400, Some("certificate_host")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn domains_stored_before_certificate_references_keep_what_they_were_served() {
+    let pki = Arc::new(Pki::new());
+    let mut e = Edgeward::start("").await;
+    let shop = pki.leaf(&["shop.test", "www.shop.test"], Key::Ecdsa);
+    assert_eq!(upload(&e, "shop.test", &shop.upload_body()).await.0, 200);
+    let wild = pki.leaf(&["*.v.test"], Key::Ecdsa);
+    assert_eq!(upload(&e, "*.v.test", &wild.upload_body()).await.0, 200);
+    for host in ["www.shop.test", "a.v.test", "plain.test"] {
+        let body = r#"{"upstreams": ["127.0.0.1:9"], "tls": "manual"}"#;
+        let (status, _) = e
+            .api("PUT", &format!("/v1/domains/{host}"), Some(body))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Make the stored domains look as an older edgeward wrote them: no `certificate_host`.
+    e.kill();
+    e.settle_state();
+    let domains = e.state_dir().join("domains");
+    for f in std::fs::read_dir(&domains).unwrap() {
+        let path = f.unwrap().path();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("certificate_host");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    e.spawn().await;
+    // What the old rules served is served still, and written back as explicit references.
+    let port = e.https;
+    assert_eq!(
+        s_client_serial(port, "www.shop.test").await,
+        Some(shop.serial.clone())
+    );
+    assert_eq!(
+        s_client_serial(port, "a.v.test").await,
+        Some(wild.serial.clone())
+    );
+    let stored = crate::harness::eventually("the legacy domains to be written back", || async {
+        let s = e.stored();
+        let all_explicit = s
+            .domains
+            .iter()
+            .all(|d| d.certificate_host != edgeward::model::CertRef::Legacy);
+        all_explicit.then_some(s)
+    })
+    .await;
+    let by_host = |h: &str| stored.domains.iter().find(|d| d.host == h).unwrap().clone();
+    use edgeward::model::CertRef;
+    assert_eq!(
+        by_host("www.shop.test").certificate_host,
+        CertRef::Shared("shop.test".into())
+    );
+    assert_eq!(
+        by_host("a.v.test").certificate_host,
+        CertRef::Shared("*.v.test".into())
+    );
+    assert_eq!(by_host("plain.test").certificate_host, CertRef::Own);
+    // A certificate uploaded after the migration that lists `plain.test` is not served for it, even
+    // after another restart.
+    let evil = pki.leaf(&["evil.test", "plain.test"], Key::Ecdsa);
+    assert_eq!(upload(&e, "evil.test", &evil.upload_body()).await.0, 200);
+    e.restart().await;
+    assert_eq!(s_client_serial(e.https, "plain.test").await, None);
+    assert_eq!(
+        s_client_serial(e.https, "www.shop.test").await,
+        Some(shop.serial)
     );
 }
