@@ -28,7 +28,32 @@ type Inner = hyper_util::client::legacy::Client<
     BodyWrapper<Bytes>,
 >;
 
-/// instant-acme's transport, plus the latest `Retry-After` the CA sent with a 429 or 503.
+/// Longest `Retry-After` honoured: a week (Let's Encrypt's longest limit window). A larger value, or
+/// a date further out, is clamped: asking again then costs one more refusal, never a panic.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 86_400);
+
+/// What the CA asked of one order: the `Retry-After` of a 429 or 503 and its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaAsked {
+    pub until: SystemTime,
+    pub status: u16,
+}
+
+tokio::task_local! {
+    /// Set around one order: its requests' `Retry-After` lands here, not on the account.
+    static ORDER_ASKED: Arc<Mutex<Option<CaAsked>>>;
+}
+
+/// Run one order with its own record of what the CA asked; returns it with the order's result.
+pub async fn scoped<F: Future>(fut: F) -> (F::Output, Option<CaAsked>) {
+    let cell: Arc<Mutex<Option<CaAsked>>> = Arc::default();
+    let out = ORDER_ASKED.scope(cell.clone(), fut).await;
+    let asked = *cell.lock().unwrap_or_else(|p| p.into_inner());
+    (out, asked)
+}
+
+/// instant-acme's transport, plus the latest `Retry-After` the CA sent with a 429 or 503 outside an
+/// order (account calls).
 #[derive(Clone)]
 pub struct CaHttp {
     inner: Inner,
@@ -93,18 +118,29 @@ impl CaHttp {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after)
         {
-            *self.retry_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+            let asked = CaAsked { until: t, status };
+            let in_order = ORDER_ASKED.try_with(|cell| {
+                *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(asked);
+            });
+            if in_order.is_err() {
+                *self.retry_after.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+            }
         }
     }
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// `Retry-After`: delay-seconds or an HTTP date, at most `MAX_RETRY_AFTER` ahead.
 pub fn parse_retry_after(v: &str) -> Option<SystemTime> {
     let v = v.trim();
-    match v.parse::<u64>() {
-        Ok(secs) => Some(SystemTime::now() + Duration::from_secs(secs)),
-        Err(_) => httpdate::parse_http_date(v).ok(),
-    }
+    let now = SystemTime::now();
+    let latest = now + MAX_RETRY_AFTER;
+    let at = match v.parse::<u64>() {
+        Ok(secs) => now.checked_add(Duration::from_secs(secs)).unwrap_or(latest),
+        // Digits too many for a u64 are still a delay: the longest.
+        Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => latest,
+        Err(_) => httpdate::parse_http_date(v).ok()?,
+    };
+    Some(at.min(latest))
 }
 
 impl HttpClient for CaHttp {
@@ -369,6 +405,21 @@ mod tests {
             b = b.header(http::header::RETRY_AFTER, v);
         }
         BytesResponse::from(b.body(http_body_util::Full::new(Bytes::new())).unwrap())
+    }
+
+    #[test]
+    fn huge_retry_after_values_are_clamped() {
+        let week = SystemTime::now() + MAX_RETRY_AFTER;
+        for v in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let t = parse_retry_after(v).unwrap();
+            assert!(t <= week + Duration::from_secs(1), "{v}");
+            assert!(t > week - Duration::from_secs(60), "{v}");
+        }
+        assert!(parse_retry_after("soon").is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{AcmeConfig, CertState, CertStatus};
 use crate::control::handover::{until_closing, until_writable, Handover};
 use crate::control::{unix_now, ApplyError, Control};
 use crate::metrics;
-use crate::model::{AccountRecord, Change, TlsMode};
+use crate::model::{AccountRecord, Backoff, Change, TlsMode};
 use crate::model::{CertRecord, CertSource};
 use crate::tls::rfc3339;
 use async_trait::async_trait;
@@ -141,6 +141,7 @@ impl Manager {
             .map(|d| d.host)
             .collect();
         self.forget_others(&auto);
+        let stored = self.control.acme_stored().budget;
         let mut expiring = 0;
         for host in auto {
             let bundle = self.control.certificate(&host);
@@ -151,7 +152,18 @@ impl Manager {
             {
                 expiring += 1;
             }
-            let track = self.tracks().get(&host).cloned().unwrap_or_default();
+            let mut track = self.tracks().get(&host).cloned().unwrap_or_default();
+            // A back-off stored by this node before a restart, or by another node: shown and obeyed.
+            if let Some(b) = stored
+                .backoff
+                .get(&host)
+                .filter(|b| b.until > track.next_attempt)
+            {
+                track.next_attempt = b.until;
+                track.failures = track.failures.max(b.failures);
+                track.last_error = track.last_error.or_else(|| b.last_error.clone());
+                self.tracks().insert(host.clone(), track.clone());
+            }
             self.publish_status(&host, &track, now);
             if track.in_flight {
                 continue;
@@ -161,12 +173,13 @@ impl Manager {
                 wake = wake.min(due_at);
                 continue;
             }
-            if let Some(ra) = self.http.retry_after() {
-                let ra = ra
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(now, |d| d.as_secs() as i64);
-                self.set_next(&host, ra);
-                wake = wake.min(ra);
+            // The account paused (a limit on the account, the CA unavailable): every host waits.
+            let paused = stored
+                .paused_until
+                .max(self.http.retry_after().map_or(0, unix_of));
+            if paused > now {
+                self.set_next(&host, paused);
+                wake = wake.min(paused);
                 continue;
             }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -375,7 +388,9 @@ impl Manager {
             let account = self.account().await?;
             client::issue(&account, &self.cfg, host, replaces, responder).await
         };
-        let result = match tokio::time::timeout(limit, order).await {
+        // What the CA asks (`Retry-After`) is recorded for this order alone.
+        let (result, asked) = client::scoped(tokio::time::timeout(limit, order)).await;
+        let result = match result {
             Ok(r) => r,
             Err(_) => Err(OrderError::TimedOut(limit.as_secs())),
         };
@@ -389,49 +404,78 @@ impl Manager {
             Ok(issued) => self.publish(host, issued, lock, responder).await,
             Err(e) => Err(e),
         };
-        let mut tracks = self.tracks();
-        let t = tracks.entry(host.to_string()).or_default();
-        t.in_flight = false;
-        match outcome {
-            Ok(()) => {
-                metrics::ACME_ORDERS.with_label_values(&["ok"]).inc();
-                if renewal {
-                    metrics::ACME_RENEWALS.inc();
+        let stored = self.control.acme_stored().budget.backoff.get(host).cloned();
+        let (t, persist) = {
+            let mut tracks = self.tracks();
+            let t = tracks.entry(host.to_string()).or_default();
+            t.in_flight = false;
+            // The back-off to persist once the lock on the tracks is released.
+            let mut persist: Option<(Option<Backoff>, i64)> = None;
+            match outcome {
+                Ok(()) => {
+                    metrics::ACME_ORDERS.with_label_values(&["ok"]).inc();
+                    if renewal {
+                        metrics::ACME_RENEWALS.inc();
+                    }
+                    log::info!("certificate for {host} issued");
+                    *t = Track::default();
+                    if stored.is_some() {
+                        persist = Some((None, 0));
+                    }
                 }
-                log::info!("certificate for {host} issued");
-                *t = Track::default();
+                Err(OrderError::Abandoned) => {
+                    metrics::ACME_ORDERS.with_label_values(&["abandoned"]).inc();
+                    log::info!("order for {host} abandoned");
+                }
+                Err(e) => {
+                    metrics::ACME_ORDERS.with_label_values(&["failed"]).inc();
+                    metrics::ACME_FAILURES.with_label_values(&[&e.kind()]).inc();
+                    t.failures = t.failures.max(stored.as_ref().map_or(0, |b| b.failures)) + 1;
+                    let retry_after = asked.map(|a| unix_of(a.until));
+                    let account_wide = asked.is_some_and(|a| account_level(a.status, &e));
+                    t.next_attempt = next_attempt(
+                        now,
+                        t.failures,
+                        self.cfg.retry_min_seconds,
+                        self.cfg.retry_max_seconds,
+                        jitter_of(host),
+                        retry_after.filter(|_| !account_wide),
+                    );
+                    t.last_error = Some(error_chain(&e));
+                    let paused = if account_wide {
+                        let until = retry_after.unwrap_or(now);
+                        log::warn!(
+                            "the CA limits the account (or is unavailable): no new order before {}",
+                            rfc3339(until)
+                        );
+                        until
+                    } else {
+                        0
+                    };
+                    let entry = Backoff {
+                        until: t.next_attempt,
+                        failures: t.failures,
+                        last_error: t.last_error.as_ref().map(|e| truncate(e, 300)),
+                    };
+                    persist = Some((Some(entry), paused));
+                    log::warn!(
+                        "order for {host} failed ({} in a row), next attempt {}: {e}",
+                        t.failures,
+                        rfc3339(t.next_attempt)
+                    );
+                }
             }
-            Err(OrderError::Abandoned) => {
-                metrics::ACME_ORDERS.with_label_values(&["abandoned"]).inc();
-                log::info!("order for {host} abandoned");
-            }
-            Err(e) => {
-                metrics::ACME_ORDERS.with_label_values(&["failed"]).inc();
-                metrics::ACME_FAILURES.with_label_values(&[&e.kind()]).inc();
-                t.failures += 1;
-                let retry_after = self
-                    .http
-                    .retry_after()
-                    .and_then(|ra| ra.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs() as i64);
-                t.next_attempt = next_attempt(
-                    now,
-                    t.failures,
-                    self.cfg.retry_min_seconds,
-                    self.cfg.retry_max_seconds,
-                    jitter_of(host),
-                    retry_after,
-                );
-                t.last_error = Some(error_chain(&e));
-                log::warn!(
-                    "order for {host} failed ({} in a row), next attempt {}: {e}",
-                    t.failures,
-                    rfc3339(t.next_attempt)
-                );
+            (t.clone(), persist)
+        };
+        if let Some((entry, paused)) = persist {
+            let update = move |b: &mut crate::model::Budget| {
+                b.set_backoff(host, entry.clone(), paused, now);
+                true
+            };
+            if let Err(e) = self.control.update_budget(&update).await {
+                log::warn!("cannot persist the back-off of {host}: {e}");
             }
         }
-        let t = t.clone();
-        drop(tracks);
         self.publish_status(host, &t, now);
     }
 
@@ -538,5 +582,26 @@ impl BackgroundService for ManagerService {
             let _ = m.slots.acquire_many(all).await;
         }
         self.handover.acme_stopped();
+    }
+}
+
+/// Unix seconds of a `SystemTime` (0 before 1970).
+fn unix_of(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Does a refusal with a `Retry-After` concern the whole account rather than this order's name? A
+/// 503 (the CA is unavailable) and a rate limit on the account (Let's Encrypt's new orders per
+/// account: "too many new orders ... from this account") do; per-name limits (duplicate certificate,
+/// failed validations for a host) do not.
+fn account_level(status: u16, e: &OrderError) -> bool {
+    status == 503 || (e.kind() == "rateLimited" && e.to_string().to_lowercase().contains("account"))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }

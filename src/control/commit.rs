@@ -228,10 +228,18 @@ impl Control {
 
     /// Take one new order from the persisted budget (atomically across a fleet).
     pub async fn take_budget(&self, now: i64, max: usize, window: i64) -> Result<bool, ApplyError> {
+        self.update_budget(&move |b| b.take(now, max, window)).await
+    }
+
+    /// Change the persisted budget record (see `Store::update_budget`); whether it changed.
+    pub async fn update_budget(
+        &self,
+        update: &(dyn for<'b> Fn(&'b mut crate::model::Budget) -> bool + Send + Sync),
+    ) -> Result<bool, ApplyError> {
         let _writer = self.commit.writer.lock().await;
         self.check_open()?;
         let current = self.acme_stored().budget;
-        match self.store.take_budget(&current, now, max, window).await? {
+        match self.store.update_budget(&current, update).await? {
             Some(b) => {
                 metrics::ADMIN_CHANGES
                     .with_label_values(&["put_acme_budget"])

@@ -11,7 +11,7 @@ pub mod field;
 pub mod host;
 pub mod upstream;
 
-pub use acme::{AccountRecord, Budget};
+pub use acme::{AccountRecord, Backoff, Budget};
 pub use cert::{CertRecord, CertRef, CertSource};
 pub use challenge::{Challenge, ChallengeInput};
 pub use change::Change;

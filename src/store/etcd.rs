@@ -425,12 +425,10 @@ impl Store for EtcdStore {
     }
 
     /// Compare-and-swap on the budget key, so two nodes cannot both take the last order.
-    async fn take_budget(
+    async fn update_budget(
         &self,
         _current: &Budget,
-        now: i64,
-        max: usize,
-        window: i64,
+        update: &(dyn for<'b> Fn(&'b mut Budget) -> bool + Send + Sync),
     ) -> Result<Option<Budget>, StoreError> {
         let key = self.key("acme", "budget");
         let mut kv = self.client.kv_client();
@@ -443,7 +441,7 @@ impl Store for EtcdStore {
                 },
                 None => (Budget::default(), 0),
             };
-            if !budget.take(now, max, window) {
+            if !update(&mut budget) {
                 return Ok(None);
             }
             let unchanged = if rev == 0 {

@@ -127,17 +127,17 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Release a lock taken with `lock_order`.
     async fn unlock(&self, _lock: OrderLock) {}
-    /// Take one order from the persisted new-order budget (`current` is this node's copy); the new
-    /// budget when taken, `None` when the window is spent. A fleet store does it atomically.
-    async fn take_budget(
+    /// Change the persisted ACME budget record (the new-order window and the back-offs) with `update`
+    /// (`current` is this node's copy): the new record when `update` says it changed it, `None` when
+    /// it refused (the window is spent). A fleet store does it atomically (compare-and-swap, `update`
+    /// run again on the fresh record when another node changed it meanwhile).
+    async fn update_budget(
         &self,
         current: &Budget,
-        now: i64,
-        max: usize,
-        window: i64,
+        update: &(dyn for<'b> Fn(&'b mut Budget) -> bool + Send + Sync),
     ) -> Result<Option<Budget>, StoreError> {
         let mut b = current.clone();
-        if !b.take(now, max, window) {
+        if !update(&mut b) {
             return Ok(None);
         }
         self.apply(&[Change::PutAcmeBudget(b.clone())]).await?;

@@ -246,8 +246,12 @@ async fn past_max_connections_new_ones_are_refused_and_open_ones_served() {
     // A closed one makes room.
     drop(open);
     eventually("a new connection served", || async {
-        let (status, _) = e.get("full.test", "/").await;
-        (status == 200).then_some(())
+        let mut s = TcpStream::connect(("127.0.0.1", e.http)).await.ok()?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: full.test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let (text, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        (status_of(&text) == Some(200)).then_some(())
     })
     .await;
 }

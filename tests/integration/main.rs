@@ -1,6 +1,7 @@
 //! Integration tests: the real edgeward binary, real upstreams, real HTTP clients, on loopback.
 
 mod acme;
+mod acme_limits;
 mod admin;
 mod certs;
 mod challenges;
