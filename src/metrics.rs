@@ -244,6 +244,15 @@ pub static CHALLENGE_READ_THROUGH: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static CHALLENGE_READ_THROUGH_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_acme_challenge_read_through_in_flight",
+        "Fleet mode: challenge misses being looked up in the store now"
+    )
+    .expect("metric registers once")
+});
+
+
 /// Make every metric visible in the exposition from start-up, at zero.
 pub fn init() {
     LazyLock::force(&REQUESTS_BY_CLASS);
@@ -284,6 +293,7 @@ pub fn init() {
         &*ACME_EXPIRING_7D,
         &*STATE_WRITER,
         &*CONNECTIONS,
+        &*CHALLENGE_READ_THROUGH_IN_FLIGHT,
     ] {
         g.add(0);
     }

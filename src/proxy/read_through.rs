@@ -65,10 +65,12 @@ impl ReadThroughGate {
                 .inc();
             return Lookup::Skipped;
         };
+        metrics::CHALLENGE_READ_THROUGH_IN_FLIGHT.inc();
         let found = tokio::time::timeout(READ_TIMEOUT, self.source.fetch(token))
             .await
             .ok()
             .flatten();
+        metrics::CHALLENGE_READ_THROUGH_IN_FLIGHT.dec();
         match found {
             Some(c) if c.host == host && c.expires_at > unix_now() => {
                 metrics::CHALLENGE_READ_THROUGH

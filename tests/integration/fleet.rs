@@ -82,6 +82,18 @@ impl Etcd {
         .await;
     }
 
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) member `i`: a silent peer that keeps its connections.
+    pub fn freeze_member(&self, i: usize, frozen: bool) {
+        let pid = self.children[i].as_ref().expect("running").id();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
     pub fn stop_member(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
             let _ = c.kill();
@@ -651,4 +663,64 @@ async fn count(e: &crate::harness::Edgeward, prefix: &str) -> usize {
         .iter()
         .filter(|d| d["host"].as_str().unwrap().starts_with(prefix))
         .count()
+}
+
+/// Challenge misses cost etcd reads only for routed hosts, once per token for a while, and at most
+/// 16 at a time: with etcd frozen, the 17th miss is answered 404 at once without touching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenge_misses_reach_etcd_only_within_bounds() {
+    let etcd = Etcd::start().await;
+    let e = node(&etcd).await;
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    e.put_domain("routed.test", &[up], "").await;
+    let count = |text: &str, result: &str| -> u64 {
+        let line = format!("edgeward_acme_challenge_read_through_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let path = |t: &str| format!("/.well-known/acme-challenge/{t}");
+    // A host this node does not route: 404 with no store read.
+    for i in 0..20 {
+        assert_eq!(e.get("unrouted.test", &path(&format!("tok{i}"))).await.0, 404);
+    }
+    let text = e.metrics().await;
+    for r in ["found", "missing", "cached_miss", "busy"] {
+        assert_eq!(count(&text, r), 0, "{r}: {text}");
+    }
+    // A routed host: read once, then remembered as missing.
+    assert_eq!(e.get("routed.test", &path("again")).await.0, 404);
+    assert_eq!(e.get("routed.test", &path("again")).await.0, 404);
+    let text = e.metrics().await;
+    assert_eq!((count(&text, "missing"), count(&text, "cached_miss")), (1, 1), "{text}");
+
+    // etcd silent: 16 lookups wait for it, the next ones are answered at once.
+    etcd.freeze_member(0, true);
+    let mut waiting = Vec::new();
+    for i in 0..16 {
+        let (port, p) = (e.http, path(&format!("slow{i}")));
+        waiting.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{port}{p}"))
+                .header("host", "routed.test")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    eventually("16 lookups in flight", || async {
+        let text = e.metrics().await;
+        text.contains("edgeward_acme_challenge_read_through_in_flight 16")
+            .then_some(())
+    })
+    .await;
+    let t0 = std::time::Instant::now();
+    assert_eq!(e.get("routed.test", &path("one-more")).await.0, 404);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(count(&e.metrics().await, "busy"), 1);
+    etcd.freeze_member(0, false);
+    for w in waiting {
+        assert_eq!(w.await.unwrap().unwrap(), 404);
+    }
 }
