@@ -100,6 +100,12 @@ enum DomainCmd {
         /// Proxy ACME challenge paths to the upstreams instead of answering them.
         #[arg(long)]
         passthrough_challenges: bool,
+        /// Serve the certificate stored under this host (a multi-SAN certificate shared by domains).
+        #[arg(long)]
+        certificate_host: Option<String>,
+        /// Upstream read timeout for this domain (milliseconds).
+        #[arg(long)]
+        read_timeout_ms: Option<u64>,
     },
     /// List domains.
     Ls {
@@ -188,13 +194,17 @@ fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::
     rt.block_on(async move {
         let print = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         match cmd {
-            Command::Domain(DomainCmd::Put { host, upstreams, tls, redirect_https, passthrough_challenges }) => {
-                let body = json!({
+            Command::Domain(DomainCmd::Put { host, upstreams, tls, redirect_https, passthrough_challenges, certificate_host, read_timeout_ms }) => {
+                let mut body = json!({
                     "upstreams": upstreams,
                     "tls": tls,
                     "redirect_https": redirect_https,
                     "acme_challenges": if passthrough_challenges { "passthrough" } else { "intercept" },
+                    "certificate_host": certificate_host,
                 });
+                if let Some(ms) = read_timeout_ms {
+                    body["upstream_timeouts"] = json!({"read_timeout_ms": ms});
+                }
                 print(c.domain_put(&host, body).await?);
             }
             Command::Domain(DomainCmd::Ls { json }) => {

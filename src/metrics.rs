@@ -252,7 +252,6 @@ pub static CHALLENGE_READ_THROUGH_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(
     .expect("metric registers once")
 });
 
-
 /// Make every metric visible in the exposition from start-up, at zero.
 pub fn init() {
     LazyLock::force(&REQUESTS_BY_CLASS);

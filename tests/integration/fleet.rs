@@ -683,7 +683,10 @@ async fn challenge_misses_reach_etcd_only_within_bounds() {
     let path = |t: &str| format!("/.well-known/acme-challenge/{t}");
     // A host this node does not route: 404 with no store read.
     for i in 0..20 {
-        assert_eq!(e.get("unrouted.test", &path(&format!("tok{i}"))).await.0, 404);
+        assert_eq!(
+            e.get("unrouted.test", &path(&format!("tok{i}"))).await.0,
+            404
+        );
     }
     let text = e.metrics().await;
     for r in ["found", "missing", "cached_miss", "busy"] {
@@ -693,7 +696,11 @@ async fn challenge_misses_reach_etcd_only_within_bounds() {
     assert_eq!(e.get("routed.test", &path("again")).await.0, 404);
     assert_eq!(e.get("routed.test", &path("again")).await.0, 404);
     let text = e.metrics().await;
-    assert_eq!((count(&text, "missing"), count(&text, "cached_miss")), (1, 1), "{text}");
+    assert_eq!(
+        (count(&text, "missing"), count(&text, "cached_miss")),
+        (1, 1),
+        "{text}"
+    );
 
     // etcd silent: 16 lookups wait for it, the next ones are answered at once.
     etcd.freeze_member(0, true);
@@ -717,7 +724,11 @@ async fn challenge_misses_reach_etcd_only_within_bounds() {
     .await;
     let t0 = std::time::Instant::now();
     assert_eq!(e.get("routed.test", &path("one-more")).await.0, 404);
-    assert!(t0.elapsed() < std::time::Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(count(&e.metrics().await, "busy"), 1);
     etcd.freeze_member(0, false);
     for w in waiting {
