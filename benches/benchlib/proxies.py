@@ -122,7 +122,7 @@ class HAProxy(Proxy):
             f.write(f"""global
   master-worker
   nbthread 1
-  maxconn 30000
+  maxconn 9000
   stats socket {self.sock} mode 600 level admin expose-fd listeners
   stats timeout 1h
   pidfile {self.work}/haproxy.pid
@@ -236,10 +236,10 @@ class Nginx(Proxy):
             f.write(f"""{user}daemon off;
 master_process on;
 worker_processes 1;
-worker_rlimit_nofile 70000;
+worker_rlimit_nofile 20000;
 pid {self.work}/nginx.pid;
 error_log {self.work}/error.log warn;
-events {{ worker_connections 30000; }}
+events {{ worker_connections 9000; }}
 http {{
   access_log off;
   default_type text/plain;
