@@ -2,7 +2,8 @@
 //! pingora-prometheus encodes for `GET /metrics`).
 
 use prometheus::{
-    register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec, IntGauge,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -252,6 +253,48 @@ pub static CHALLENGE_READ_THROUGH_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(
     .expect("metric registers once")
 });
 
+pub static ETCD_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_etcd_requests_total",
+        "Fleet mode: requests to each etcd member, by result (ok, error)",
+        &["endpoint", "result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ETCD_MEMBER_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edgeward_etcd_member_up",
+        "Fleet mode: the etcd members this node knows, 1 when it uses the member, 0 while it skips it",
+        &["endpoint"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ETCD_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "edgeward_etcd_retries_total",
+        "Fleet mode: etcd requests sent again after a member failure or during a leader election"
+    )
+    .expect("metric registers once")
+});
+
+pub static ETCD_WATCH_RESUMPTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "edgeward_etcd_watch_resumptions_total",
+        "Fleet mode: the watch resumed from its last revision (on another member) after it broke"
+    )
+    .expect("metric registers once")
+});
+
+pub static ETCD_WATCH_RESYNCS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "edgeward_etcd_watch_resyncs_total",
+        "Fleet mode: full reloads of the state because the watch's revision was compacted"
+    )
+    .expect("metric registers once")
+});
+
 /// Make every metric visible in the exposition from start-up, at zero.
 pub fn init() {
     LazyLock::force(&REQUESTS_BY_CLASS);
@@ -281,6 +324,13 @@ pub fn init() {
         CHALLENGE_READ_THROUGH.with_label_values(&[result]);
     }
     STATE_FOLLOW_RESYNCS.inc_by(0);
+    for c in [
+        &*ETCD_RETRIES,
+        &*ETCD_WATCH_RESUMPTIONS,
+        &*ETCD_WATCH_RESYNCS,
+    ] {
+        c.inc_by(0);
+    }
     for g in [
         &*DOMAINS,
         &*CHALLENGE_TOKENS,

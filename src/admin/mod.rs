@@ -278,21 +278,26 @@ fn field_error(e: FieldError) -> Reply {
     )
 }
 
+/// 503 with `Retry-After` (seconds).
+fn retry_later(message: &str, seconds: &'static str) -> Reply {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static(seconds),
+    );
+    r
+}
+
 fn apply_error(e: ApplyError) -> Reply {
     match e {
         ApplyError::Invalid(fe) => field_error(fe),
         ApplyError::NotFound(m) => error(StatusCode::NOT_FOUND, &m),
-        ApplyError::Store(StoreError::Unavailable(m)) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+        // The store kept failing for its whole wait (etcd: no quorum, or no leader for
+        // `leader_wait_ms`); nothing was acknowledged, the request can be sent again.
+        ApplyError::Store(StoreError::Unavailable(m)) => retry_later(&m, "2"),
         ApplyError::Fenced => error(StatusCode::CONFLICT, "the fleet lock was lost"),
         // A graceful upgrade hands the writer role over: the other process answers in a moment.
-        ApplyError::NotWriter(m) => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &m);
-            r.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            r
-        }
+        ApplyError::NotWriter(m) => retry_later(&m, "1"),
         ApplyError::Store(e) => {
             log::error!("state store write failed: {e}");
             let full = matches!(&e, StoreError::Io { source, .. }

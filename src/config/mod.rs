@@ -1,6 +1,7 @@
 //! Configuration: read the file, parse it (types, unknown keys), validate it into the model. Three
 //! steps, three functions; every error names the key it is about.
 
+mod etcd;
 mod limits;
 mod schema;
 
@@ -209,92 +210,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         ));
     }
     let etcd = match &f.state.etcd {
-        Some(x) => {
-            if x.endpoints.is_empty() {
-                return Err(e(
-                    "edgeward.state.etcd.endpoints".into(),
-                    "needs at least one endpoint".into(),
-                ));
-            }
-            for (i, ep) in x.endpoints.iter().enumerate() {
-                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                    return Err(e(
-                        format!("edgeward.state.etcd.endpoints[{i}]"),
-                        format!("`{ep}` must be an http:// or https:// URL"),
-                    ));
-                }
-            }
-            if !x.prefix.starts_with('/') || x.prefix.len() < 2 {
-                return Err(e(
-                    "edgeward.state.etcd.prefix".into(),
-                    "must start with `/` and name something".into(),
-                ));
-            }
-            let user = match (&x.user, &x.password) {
-                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-                (None, None) => None,
-                _ => {
-                    return Err(e(
-                        "edgeward.state.etcd.user".into(),
-                        "user and password go together".into(),
-                    ))
-                }
-            };
-            let encryption_key = match &x.encryption_key_file {
-                Some(path) => {
-                    let key = "edgeward.state.etcd.encryption_key_file".to_string();
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|err| e(key.clone(), format!("{path}: {err}")))?;
-                    let bytes = hex::decode(text.trim())
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .ok_or_else(|| {
-                            e(
-                                key,
-                                format!(
-                                    "{path}: must hold 64 hex characters (openssl rand -hex 32)"
-                                ),
-                            )
-                        })?;
-                    Some(bytes)
-                }
-                None => None,
-            };
-            let tls = match &x.tls {
-                Some(t) => {
-                    let read = |name: &str, path: &str| {
-                        std::fs::read(path).map_err(|err| {
-                            e(
-                                format!("edgeward.state.etcd.tls.{name}"),
-                                format!("{path}: {err}"),
-                            )
-                        })
-                    };
-                    let identity = match (&t.cert, &t.key) {
-                        (Some(c), Some(k)) => Some((read("cert", c)?, read("key", k)?)),
-                        (None, None) => None,
-                        _ => {
-                            return Err(e(
-                                "edgeward.state.etcd.tls.cert".into(),
-                                "cert and key go together".into(),
-                            ))
-                        }
-                    };
-                    Some(crate::store::etcd::EtcdTls {
-                        ca: read("ca", &t.ca)?,
-                        identity,
-                    })
-                }
-                None => None,
-            };
-            Some(crate::store::etcd::EtcdConfig {
-                endpoints: x.endpoints.clone(),
-                prefix: x.prefix.clone(),
-                user,
-                encryption_key,
-                tls,
-            })
-        }
+        Some(x) => Some(etcd::etcd(x).map_err(|(k, m)| e(k, m))?),
         None => None,
     };
     let acme = match &f.acme {

@@ -243,6 +243,21 @@ pub struct EtcdFile {
     /// TLS to etcd (`https://` endpoints): the CA to trust, and a client certificate if etcd asks.
     #[serde(default)]
     pub tls: Option<EtcdTlsFile>,
+    /// How long an operation keeps retrying through a member failure or a leader election before
+    /// it fails (503 with `Retry-After` at the admin API).
+    #[serde(default = "default_leader_wait_ms")]
+    pub leader_wait_ms: u64,
+    /// How often the member list is read again from the cluster.
+    #[serde(default = "default_member_refresh_seconds")]
+    pub member_refresh_seconds: u64,
+}
+
+fn default_leader_wait_ms() -> u64 {
+    5_000
+}
+
+fn default_member_refresh_seconds() -> u64 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
