@@ -14,6 +14,42 @@ impl Control {
         self.commit_memory(changes, false);
     }
 
+    /// A change the fleet watch delivered at `revision`: applied unless memory already holds a
+    /// newer write of this node's for its key (`fresh`).
+    pub fn apply_watched(&self, change: Change, revision: i64) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if fresh.followed(change.key(), revision) {
+            self.commit_memory(vec![change], false);
+        }
+    }
+
+    /// The fleet watch has applied every event up to `revision`.
+    pub fn watched(&self, revision: i64) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .watched(revision);
+    }
+
+    /// This node's own write, durable at `revision` (fleet) or in the directory (`None`): live now,
+    /// unless the fleet watch already went past it (memory holds it, or something newer).
+    pub(super) fn commit_own(&self, changes: Vec<Change>, revision: crate::store::Revision) {
+        let Some(revision) = revision else {
+            return self.commit_memory(changes, true);
+        };
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if !fresh.own_write(revision) {
+            for c in &changes {
+                metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
+            }
+            return;
+        }
+        for c in &changes {
+            fresh.record(c.key(), revision);
+        }
+        self.commit_memory(changes, true);
+    }
+
     /// Make durable changes live: memory, gauges, and a wake-up for the ACME manager when a domain
     /// wants a certificate. `local`: made here (counted as admin changes).
     pub(super) fn commit_memory(&self, changes: Vec<Change>, local: bool) {

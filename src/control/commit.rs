@@ -172,14 +172,17 @@ impl Control {
             return;
         }
         // One atomic write (a journal line, an etcd transaction): it happened or it did not.
-        if let Err(e) = self.store.apply(&all).await {
-            for p in passed {
-                let _ = p.done.send(Err(e.duplicate().into()));
+        let revision = match self.store.apply(&all).await {
+            Ok(r) => r,
+            Err(e) => {
+                for p in passed {
+                    let _ = p.done.send(Err(e.duplicate().into()));
+                }
+                return;
             }
-            return;
-        }
+        };
         for p in passed {
-            self.commit_memory(p.changes, true);
+            self.commit_own(p.changes, revision);
             let _ = p.done.send(Ok(()));
         }
     }
@@ -219,10 +222,10 @@ impl Control {
         let _writer = self.commit.writer.lock().await;
         self.check_open()?;
         self.check(&changes)?;
-        if !self.store.apply_fenced(&changes, lock).await? {
+        let Some(revision) = self.store.apply_fenced(&changes, lock).await? else {
             return Err(ApplyError::Fenced);
-        }
-        self.commit_memory(changes, true);
+        };
+        self.commit_own(changes, revision);
         Ok(())
     }
 

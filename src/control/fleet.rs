@@ -71,6 +71,7 @@ impl FleetWatch {
                 // A progress notification: every event up to its revision has been sent.
                 if let Some(h) = resp.header() {
                     *revision = (*revision).max(h.revision());
+                    self.control.watched(*revision);
                 }
                 continue;
             }
@@ -81,12 +82,14 @@ impl FleetWatch {
                     EventType::Delete => None,
                 };
                 match self.store.decode(kv.key(), value) {
-                    Ok(Some(change)) => self.control.apply_followed(vec![change]),
+                    Ok(Some(change)) => self.control.apply_watched(change, kv.mod_revision()),
                     Ok(None) => {}
                     Err(e) => log::error!("ignoring a change from etcd: {e}"),
                 }
                 *revision = (*revision).max(kv.mod_revision());
             }
+            // All events of a revision come in one response: memory now holds every one up to it.
+            self.control.watched(*revision);
         }
     }
 
@@ -99,6 +102,7 @@ impl FleetWatch {
                 Ok(snap) => {
                     self.control.resync(snap);
                     *revision = self.store.snapshot_revision();
+                    self.control.watched(*revision);
                     return true;
                 }
                 Err(e) => {
@@ -118,6 +122,7 @@ impl FleetWatch {
 impl BackgroundService for FleetWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut revision = self.store.snapshot_revision();
+        self.control.watched(revision);
         let mut delay = Duration::from_millis(50);
         loop {
             let w = match self.store.watch(revision + 1).await {

@@ -16,6 +16,7 @@
 mod apply;
 mod commit;
 pub mod fleet;
+mod fresh;
 pub mod handover;
 mod migrate;
 mod restore;
@@ -66,6 +67,8 @@ pub struct Control {
     acme_status: dashmap::DashMap<String, CertStatus>,
     /// Woken when a change may need the ACME manager's attention.
     changed: Arc<tokio::sync::Notify>,
+    /// Fleet mode: own writes against the watch (never a key moved backwards).
+    fresh: std::sync::Mutex<fresh::Freshness>,
 }
 
 impl Control {
@@ -80,6 +83,7 @@ impl Control {
             seeds: Default::default(),
             acme_status: Default::default(),
             changed: Arc::default(),
+            fresh: Default::default(),
         }
     }
 

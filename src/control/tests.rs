@@ -95,7 +95,7 @@ impl Store for Limited {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         self.inner.load().await
     }
-    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    async fn apply(&self, changes: &[Change]) -> Result<crate::store::Revision, StoreError> {
         self.sizes.lock().unwrap().push(changes.len());
         self.inner.apply(changes).await
     }

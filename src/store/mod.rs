@@ -71,6 +71,10 @@ impl StoreError {
     }
 }
 
+/// The store revision a write was made at: `Some` in a fleet store (etcd), whose watch delivers the
+/// write again later; `None` for the state directory.
+pub type Revision = Option<i64>;
+
 /// A fleet-wide lock on ordering one certificate. `fence` is the lock key's creation revision: a write
 /// made under the lock is applied only while that same key still exists, so a node that lost its lock
 /// (lease expired while it was stalled) can never overwrite the new holder's certificate.
@@ -106,7 +110,8 @@ pub trait Store: Send + Sync + 'static {
     /// Everything stored. A file or key that cannot be read is an error naming it, never skipped.
     async fn load(&self) -> Result<Snapshot, StoreError>;
     /// Make `changes` durable, all or nothing, before returning. At most `atomic_limit` changes.
-    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+    /// A fleet store says at which revision (what its watch will report for them).
+    async fn apply(&self, changes: &[Change]) -> Result<Revision, StoreError>;
     /// Most changes one `apply` writes atomically; a larger batch is refused, never split. Group
     /// commit never combines requests beyond it.
     fn atomic_limit(&self) -> usize {
@@ -117,13 +122,13 @@ pub trait Store: Send + Sync + 'static {
     async fn lock_order(&self, _name: &str, _ttl: i64) -> Result<Option<OrderLock>, StoreError> {
         Ok(Some(OrderLock::local()))
     }
-    /// Apply `changes` only while `lock` is held; `Ok(false)` when it was lost.
+    /// Apply `changes` only while `lock` is held; `Ok(None)` when it was lost.
     async fn apply_fenced(
         &self,
         changes: &[Change],
         _lock: &OrderLock,
-    ) -> Result<bool, StoreError> {
-        self.apply(changes).await.map(|()| true)
+    ) -> Result<Option<Revision>, StoreError> {
+        self.apply(changes).await.map(Some)
     }
     /// Release a lock taken with `lock_order`.
     async fn unlock(&self, _lock: OrderLock) {}

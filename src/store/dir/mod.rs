@@ -196,10 +196,12 @@ impl Store for DirStore {
         blocking(move || me.read_only_snapshot()).await
     }
 
-    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    async fn apply(&self, changes: &[Change]) -> Result<super::Revision, StoreError> {
         let me = self.clone();
         let changes = changes.to_vec();
-        blocking(move || me.apply_sync(&changes)).await
+        blocking(move || me.apply_sync(&changes))
+            .await
+            .map(|()| None)
     }
 }
 

@@ -22,8 +22,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-/// The longest one attempt may take on one member before the next is tried.
-pub const ATTEMPT: Duration = Duration::from_secs(3);
+/// The longest one attempt may take on one member before it is sent to the next. Short: a write
+/// sent to a follower while the leader is dead hangs until etcd's own request timeout (7 s), when
+/// a new leader is usually elected within a second or two; resending is safe (see above).
+pub const ATTEMPT: Duration = Duration::from_secs(1);
+/// The longest one attempt of a read of the whole state may take (100k domains and certificates).
+pub const LOAD_ATTEMPT: Duration = Duration::from_secs(60);
 
 /// Why a request failed, which says what to do next.
 #[derive(Debug, PartialEq)]
@@ -80,8 +84,25 @@ impl From<Failure> for StoreError {
 }
 
 impl EtcdStore {
-    /// Run `f` against a healthy member until it succeeds, fails for good, or `wait` has passed.
-    pub(super) async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Failure>
+    /// Run `f` against a healthy member until it succeeds, fails for good, or `wait` has passed;
+    /// each attempt at most `ATTEMPT`.
+    pub(super) async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, Failure>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_within(what, ATTEMPT, true, f).await
+    }
+
+    /// `call` with attempts of up to `attempt`, cut at the end of `wait` when `capped` (an uncapped
+    /// attempt may run past it: no new one starts after it).
+    pub(super) async fn call_within<T, F, Fut>(
+        &self,
+        what: &str,
+        attempt: Duration,
+        capped: bool,
+        mut f: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -98,7 +119,8 @@ impl EtcdStore {
             };
             attempts += 1;
             let left = deadline.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(left.min(ATTEMPT), f(member.client)).await {
+            let limit = if capped { left.min(attempt) } else { attempt };
+            let error = match tokio::time::timeout(limit, f(member.client)).await {
                 Ok(Ok(v)) => {
                     self.members.ok(&member.url);
                     return Ok(v);
@@ -119,7 +141,7 @@ impl EtcdStore {
                     (fault, e.to_string())
                 }
                 Err(_) => {
-                    let why = format!("no answer within {:?}", left.min(ATTEMPT));
+                    let why = format!("no answer within {limit:?}");
                     self.members.down(&member.url, &why);
                     (Fault::Member, why)
                 }

@@ -11,7 +11,7 @@ mod codec;
 mod members;
 
 use super::OrderLock;
-use super::{Change, Snapshot, Store, StoreError};
+use super::{Change, Revision, Snapshot, Store, StoreError};
 use crate::model::{Budget, Challenge};
 use async_trait::async_trait;
 use call::{Failure, Markers, Written};
@@ -99,6 +99,9 @@ pub struct EtcdStore {
     revision: Arc<AtomicI64>,
 }
 
+/// How long a lease keep-alive may go unanswered (it needs a leader) before another member is asked.
+const KEEPALIVE_WAIT: Duration = Duration::from_secs(3);
+
 /// A watch on one member, from `EtcdStore::watch`.
 pub struct MemberWatch {
     pub member: String,
@@ -112,7 +115,7 @@ impl EtcdStore {
     pub async fn connect(cfg: &EtcdConfig) -> Result<Self, StoreError> {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(call::ATTEMPT)
+            .with_timeout(call::LOAD_ATTEMPT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
@@ -248,13 +251,13 @@ impl EtcdStore {
         every: Duration,
     ) -> Result<(), String> {
         let (mut keeper, mut stream) =
-            tokio::time::timeout(call::ATTEMPT, client.lease_client().keep_alive(lease))
+            tokio::time::timeout(KEEPALIVE_WAIT, client.lease_client().keep_alive(lease))
                 .await
                 .map_err(|_| "lease keep-alive not answered".to_string())?
                 .map_err(|e| e.to_string())?;
         loop {
             keeper.keep_alive().await.map_err(|e| e.to_string())?;
-            match tokio::time::timeout(call::ATTEMPT, stream.message()).await {
+            match tokio::time::timeout(KEEPALIVE_WAIT, stream.message()).await {
                 Ok(Ok(Some(r))) if r.ttl() <= 0 => {
                     log::warn!("etcd lease {lease:x} expired");
                     return Ok(());
@@ -297,7 +300,7 @@ impl Store for EtcdStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let prefix = self.prefix();
         let resp = self
-            .call("loading the state", |c| {
+            .call_within("loading the state", call::LOAD_ATTEMPT, false, |c| {
                 let prefix = prefix.clone();
                 async move {
                     c.kv_client()
@@ -324,7 +327,7 @@ impl Store for EtcdStore {
 
     /// One transaction, exactly once (`write_once`): a resend after an unknown outcome cannot put a
     /// record back over a newer one written in between.
-    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    async fn apply(&self, changes: &[Change]) -> Result<Revision, StoreError> {
         if changes.len() > MAX_TXN_OPS {
             return Err(StoreError::Unavailable(format!(
                 "{} changes do not fit in one etcd transaction (at most {})",
@@ -334,7 +337,7 @@ impl Store for EtcdStore {
         }
         let ops = self.ops(changes).await?;
         match self.write_once("writing", vec![], ops).await? {
-            Written::Applied(_) => Ok(()),
+            Written::Applied(revision) => Ok(Some(revision)),
             Written::Refused => Err(StoreError::Unavailable(
                 "etcd refused an unconditional write".into(),
             )),
@@ -379,12 +382,19 @@ impl Store for EtcdStore {
     }
 
     /// Fenced and exactly once: applied while the lock is held, never twice.
-    async fn apply_fenced(&self, changes: &[Change], lock: &OrderLock) -> Result<bool, StoreError> {
+    async fn apply_fenced(
+        &self,
+        changes: &[Change],
+        lock: &OrderLock,
+    ) -> Result<Option<Revision>, StoreError> {
         let ops = self.ops(changes).await?;
         let written = self
             .write_once("writing under the order lock", vec![Self::fence(lock)], ops)
             .await?;
-        Ok(matches!(written, Written::Applied(_)))
+        Ok(match written {
+            Written::Applied(revision) => Some(Some(revision)),
+            Written::Refused => None,
+        })
     }
 
     /// Compare-and-swap on the budget key, so two nodes cannot both take the last order; exactly
