@@ -4,6 +4,16 @@
 
 use crate::harness::{eventually, free_port};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A client for etcd's HTTP endpoints that gives up: a member still joining, or frozen, may accept
+/// a connection and never answer.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap()
+}
 
 /// An etcd cluster of `n` members on loopback.
 pub struct Etcd {
@@ -85,7 +95,7 @@ impl Etcd {
     async fn wait_healthy(&self, i: usize) {
         let url = format!("http://127.0.0.1:{}/health", self.members[i].0);
         eventually("etcd to be healthy", || async {
-            let r = reqwest::get(&url).await.ok()?;
+            let r = http().get(&url).send().await.ok()?;
             r.text()
                 .await
                 .ok()
@@ -130,32 +140,31 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.members[i].0)
     }
 
-    /// etcd's HTTP gateway on a running member other than `not` (uint64s come back as strings).
+    /// etcd's HTTP gateway on a running member other than `not` (uint64s come back as strings);
+    /// `None` when it did not answer.
     async fn gateway(
         &self,
         not: Option<usize>,
         path: &str,
         body: serde_json::Value,
-    ) -> serde_json::Value {
+    ) -> Option<serde_json::Value> {
         let i = (0..self.members.len())
             .find(|&i| Some(i) != not && self.is_running(i))
             .expect("a running member");
-        reqwest::Client::new()
+        let r = http()
             .post(format!("{}{path}", self.endpoint(i)))
             .json(&body)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .ok()?;
+        r.json().await.ok()
     }
 
     /// A membership change, sent again while etcd refuses it as unsafe for now ("unhealthy
     /// cluster": a member restarted a moment ago does not count as active yet).
     async fn reconfigure(&self, not: Option<usize>, path: &str, body: serde_json::Value) {
         eventually("etcd to accept the membership change", || async {
-            let v = self.gateway(not, path, body.clone()).await;
+            let v = self.gateway(not, path, body.clone()).await?;
             match v.get("error") {
                 None => Some(()),
                 Some(e) => {
@@ -169,7 +178,7 @@ impl Etcd {
 
     /// Member `i`'s id and the leader it knows (0: none).
     async fn status(&self, i: usize) -> Option<(String, String)> {
-        let v: serde_json::Value = reqwest::Client::new()
+        let v: serde_json::Value = http()
             .post(format!("{}/v3/maintenance/status", self.endpoint(i)))
             .json(&serde_json::json!({}))
             .send()

@@ -406,6 +406,7 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
     for i in 0..3 {
         member_seen(&n, &etcd, i, true).await;
     }
+    eprintln!("discovery: all three members seen; killing member 0");
     etcd.stop_member(0);
     for k in 0..20 {
         let (s, v) = n
@@ -420,8 +421,10 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
     etcd.start_member(0).await;
 
     // Replace member 2 by a new member 3.
+    eprintln!("discovery: replacing member 2");
     etcd.remove_member(2).await;
     let new = etcd.add_member().await;
+    eprintln!("discovery: member {new} added");
     member_seen(&n, &etcd, new, true).await;
     let gone = member_up_line(&etcd, 2);
     eventually("the removed member to leave the node's list", || async {
@@ -429,6 +432,7 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
     })
     .await;
     // With member 1 down, the cluster is 0 and the new member: both must be used.
+    eprintln!("discovery: killing member 1");
     etcd.stop_member(1);
     let line = requests_ok_line(&etcd, new);
     let before = metric(&n.metrics().await, &line);

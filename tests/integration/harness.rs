@@ -161,8 +161,10 @@ impl Edgeward {
             upstreams_extra: String::new(),
             env: Vec::new(),
             child: None,
+            // A hung answer fails the test instead of hanging the suite.
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .timeout(DEADLINE)
                 .build()
                 .unwrap(),
         }
