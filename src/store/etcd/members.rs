@@ -181,11 +181,11 @@ impl Members {
         self.lock().iter().filter(|m| m.up()).count()
     }
 
-    /// The member list as a gauge per endpoint (1 up, 0 down).
+    /// The member list as a gauge per endpoint (1 up, 0 down); members that left are removed from
+    /// it by `refresh_list`.
     fn publish(&self) {
         let list = self.lock();
         let g = &*crate::metrics::ETCD_MEMBER_UP;
-        g.reset();
         for m in list.iter() {
             g.with_label_values(&[&m.url]).set(m.up() as i64);
         }
@@ -301,6 +301,7 @@ impl Members {
             let keep = urls.contains(&m.url);
             if !keep {
                 log::info!("etcd member {} left the cluster's list", m.url);
+                let _ = crate::metrics::ETCD_MEMBER_UP.remove_label_values(&[&m.url]);
             }
             keep
         });

@@ -407,7 +407,10 @@ impl Store for EtcdStore {
         update: &(dyn for<'b> Fn(&'b mut Budget) -> bool + Send + Sync),
     ) -> Result<Option<Budget>, StoreError> {
         let key = self.codec.key("acme", "budget");
-        for _ in 0..20 {
+        // Another node's swap in between makes this one read and decide again, for as long as any
+        // other operation may retry; a short random pause spreads nodes that collide.
+        let deadline = std::time::Instant::now() + self.wait;
+        while std::time::Instant::now() < deadline {
             let resp = self
                 .call("reading the order budget", |c| {
                     let key = key.clone();
@@ -435,12 +438,16 @@ impl Store for EtcdStore {
                 .await?
             {
                 Written::Applied(_) => return Ok(Some(budget)),
-                Written::Refused => continue,
+                Written::Refused => {
+                    let pause = Duration::from_millis(rand::random::<u64>() % 20);
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
-        Err(StoreError::Unavailable(
-            "the shared order budget kept changing; try again".into(),
-        ))
+        Err(StoreError::Unavailable(format!(
+            "the shared order budget kept changing for {:?}; try again",
+            self.wait
+        )))
     }
 
     /// Delete the lock key if it is still ours (fenced), then revoke the lease: both may be resent.
