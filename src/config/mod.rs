@@ -366,16 +366,17 @@ mod tests {
 
     #[test]
     fn etcd_settings_are_checked_and_named() {
-        let ok = check(
-            "edgeward:\n  state:\n    etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n",
-        )
-        .unwrap();
+        let ok = check("edgeward:\n  state:\n    etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n")
+            .unwrap();
         let e = ok.etcd.unwrap();
         assert_eq!(e.leader_wait, Duration::from_secs(5));
         assert_eq!(e.member_refresh, Duration::from_secs(30));
         for (setting, key) in [
             ("endpoints: []", "edgeward.state.etcd.endpoints"),
-            ("endpoints: [\"127.0.0.1:2379\"]", "edgeward.state.etcd.endpoints[0]"),
+            (
+                "endpoints: [\"127.0.0.1:2379\"]",
+                "edgeward.state.etcd.endpoints[0]",
+            ),
             (
                 "endpoints: [\"http://a:1\"], leader_wait_ms: 0",
                 "edgeward.state.etcd.leader_wait_ms",
@@ -388,11 +389,17 @@ mod tests {
                 "endpoints: [\"http://a:1\"], member_refresh_seconds: 0",
                 "edgeward.state.etcd.member_refresh_seconds",
             ),
-            ("endpoints: [\"http://a:1\"], prefix: \"x\"", "edgeward.state.etcd.prefix"),
-            ("endpoints: [\"http://a:1\"], user: u", "edgeward.state.etcd.user"),
+            (
+                "endpoints: [\"http://a:1\"], prefix: \"x\"",
+                "edgeward.state.etcd.prefix",
+            ),
+            (
+                "endpoints: [\"http://a:1\"], user: u",
+                "edgeward.state.etcd.user",
+            ),
         ] {
-            let err = check(&format!("edgeward:\n  state:\n    etcd: {{{setting}}}\n"))
-                .unwrap_err();
+            let err =
+                check(&format!("edgeward:\n  state:\n    etcd: {{{setting}}}\n")).unwrap_err();
             assert!(err.contains(key), "{setting}: {err}");
         }
         let c = check(
