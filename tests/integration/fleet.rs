@@ -5,11 +5,35 @@ pub use crate::etcd::Etcd;
 use crate::harness::{eventually, free_port, Edgeward, Upstream};
 use std::process::{Command, Stdio};
 
-async fn node(etcd: &Etcd) -> Edgeward {
+/// A node on every member of `etcd`.
+pub async fn node(etcd: &Etcd) -> Edgeward {
     let mut e = Edgeward::new("");
     e.state_extra = etcd.state_yaml();
     e.spawn().await;
     e
+}
+
+/// Node B, the one Pebble's validation reaches, and node A, the only one running the ACME manager.
+pub async fn acme_nodes(etcd: &Etcd) -> (crate::pebble::Pebble, Edgeward, Edgeward) {
+    let mut b = Edgeward::new("");
+    b.state_extra = etcd.state_yaml();
+    let pebble = crate::pebble::Pebble::start(b.http, None).await;
+    b.spawn().await;
+    let mut a = Edgeward::new(&pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n"));
+    a.state_extra = etcd.state_yaml();
+    a.spawn().await;
+    (pebble, a, b)
+}
+
+/// The serial of `host`'s certificate once node `n` lists it.
+pub async fn certificate_serial(n: &Edgeward, host: &str) -> String {
+    eventually("node A to obtain the certificate", || async {
+        let (s, v) = n
+            .api("GET", &format!("/v1/certificates/{host}"), None)
+            .await;
+        (s == 200).then(|| v["serial"].as_str().unwrap().to_string())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,23 +213,12 @@ async fn three_member_cluster_propagation_and_a_member_down() {
 async fn an_order_by_one_node_is_validated_through_another_and_served_by_all() {
     let up = Upstream::start("up").await;
     let etcd = Etcd::cluster(3).await;
-    // Node B is the one Pebble's validation reaches; only node A runs the ACME manager.
-    let mut b = Edgeward::new("");
-    b.state_extra = etcd.state_yaml();
-    let pebble = crate::pebble::Pebble::start(b.http, None).await;
-    b.spawn().await;
-    let mut a = Edgeward::new(&pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n"));
-    a.state_extra = etcd.state_yaml();
-    a.spawn().await;
+    let (pebble, a, b) = acme_nodes(&etcd).await;
     let c = node(&etcd).await;
 
     b.put_domain("shared.test", &[up.addr], r#", "tls": "auto""#)
         .await;
-    let serial = eventually("node A to obtain the certificate", || async {
-        let (s, v) = c.api("GET", "/v1/certificates/shared.test", None).await;
-        (s == 200).then(|| v["serial"].as_str().unwrap().to_string())
-    })
-    .await;
+    let serial = certificate_serial(&c, "shared.test").await;
     let hits = b.metrics().await;
     assert!(
         !hits.contains("edgeward_acme_challenge_requests_total{result=\"hit\"} 0"),

@@ -4,6 +4,7 @@
 //! is checked against a model: in etcd itself, and in both nodes' memory.
 
 use crate::etcd::Etcd;
+use crate::fleet::node;
 use crate::harness::{eventually, Edgeward, TOKEN};
 use edgeward::store::etcd::{EtcdConfig, EtcdStore};
 use edgeward::store::Store;
@@ -206,12 +207,18 @@ async fn node_domains(n: &Edgeward, ignored: &BTreeSet<String>) -> BTreeMap<Stri
         .collect()
 }
 
-async fn node(etcd: &Etcd, extra: &str) -> Edgeward {
-    let mut e = Edgeward::new("");
-    let all: Vec<usize> = (0..etcd.members.len()).collect();
-    e.state_extra = etcd.state_yaml_with(&all, extra);
-    e.spawn().await;
-    e
+/// `count` domain puts `PREFIX{k}.ha.test` through `n`, each answered 200.
+async fn put_all(n: &Edgeward, prefix: &str, count: usize) {
+    for k in 0..count {
+        let (s, v) = n
+            .api(
+                "PUT",
+                &format!("/v1/domains/{prefix}{k}.ha.test"),
+                Some(r#"{"upstreams": ["127.0.0.1:9"]}"#),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
 }
 
 /// The value of a counter or gauge line (`name{labels} value`) in a metrics text, 0 when absent.
@@ -252,7 +259,7 @@ async fn member_seen(n: &Edgeward, etcd: &Etcd, i: usize, up: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_member_killed_in_turn_fails_and_loses_no_write() {
     let mut etcd = Etcd::cluster(3).await;
-    let (a, b) = (node(&etcd, "").await, node(&etcd, "").await);
+    let (a, b) = (node(&etcd).await, node(&etcd).await);
     let (load, tasks) = Load::start(&[a.admin, b.admin]);
     load.progress(40).await;
     for i in 0..3 {
@@ -289,7 +296,7 @@ async fn each_member_killed_in_turn_fails_and_loses_no_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_under_load_fails_and_loses_no_write() {
     let mut etcd = Etcd::cluster(3).await;
-    let (a, b) = (node(&etcd, "").await, node(&etcd, "").await);
+    let (a, b) = (node(&etcd).await, node(&etcd).await);
     let (load, tasks) = Load::start(&[a.admin, b.admin]);
     load.progress(40).await;
     for _ in 0..2 {
@@ -408,16 +415,7 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
     }
     eprintln!("discovery: all three members seen; killing member 0");
     etcd.stop_member(0);
-    for k in 0..20 {
-        let (s, v) = n
-            .api(
-                "PUT",
-                &format!("/v1/domains/d{k}.ha.test"),
-                Some(r#"{"upstreams": ["127.0.0.1:9"]}"#),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-    }
+    put_all(&n, "d", 20).await;
     etcd.start_member(0).await;
 
     // Replace member 2 by a new member 3.
@@ -436,16 +434,7 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
     etcd.stop_member(1);
     let line = requests_ok_line(&etcd, new);
     let before = metric(&n.metrics().await, &line);
-    for k in 0..20 {
-        let (s, v) = n
-            .api(
-                "PUT",
-                &format!("/v1/domains/r{k}.ha.test"),
-                Some(r#"{"upstreams": ["127.0.0.1:9"]}"#),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-    }
+    put_all(&n, "r", 20).await;
     assert!(metric(&n.metrics().await, &line) > before);
     let stored = stored_domains(&etcd).await;
     assert_eq!(stored.len(), 40, "{stored:?}");
@@ -457,21 +446,11 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
 async fn an_auto_order_completes_with_a_member_down() {
     let up = crate::harness::Upstream::start("up").await;
     let mut etcd = Etcd::cluster(3).await;
-    let mut b = Edgeward::new("");
-    b.state_extra = etcd.state_yaml();
-    let pebble = crate::pebble::Pebble::start(b.http, None).await;
-    b.spawn().await;
-    let mut a = Edgeward::new(&pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n"));
-    a.state_extra = etcd.state_yaml();
-    a.spawn().await;
+    let (pebble, a, b) = crate::fleet::acme_nodes(&etcd).await;
     etcd.stop_member(0);
     b.put_domain("ha-auto.test", &[up.addr], r#", "tls": "auto""#)
         .await;
-    let serial = eventually("node A to obtain the certificate", || async {
-        let (s, v) = b.api("GET", "/v1/certificates/ha-auto.test", None).await;
-        (s == 200).then(|| v["serial"].as_str().unwrap().to_string())
-    })
-    .await;
+    let serial = crate::fleet::certificate_serial(&b, "ha-auto.test").await;
     let root = pebble.issuing_root().await;
     for n in [&a, &b] {
         let (port, root) = (n.https, root.clone());
@@ -508,7 +487,7 @@ async fn soak_of_random_member_kills_fails_and_loses_no_write() {
     eprintln!("soak: {seconds} s, EDGEWARD_SOAK_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut etcd = Etcd::cluster(3).await;
-    let (a, b) = (node(&etcd, "").await, node(&etcd, "").await);
+    let (a, b) = (node(&etcd).await, node(&etcd).await);
     let (load, tasks) = Load::start(&[a.admin, b.admin]);
     load.progress(20).await;
     let end = Instant::now() + Duration::from_secs(seconds);

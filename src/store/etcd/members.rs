@@ -138,14 +138,18 @@ impl Members {
             .with_label_values(&[url, "ok"])
             .inc();
         let mut list = self.lock();
+        let mut changed = false;
         if let Some(m) = list.iter_mut().find(|m| m.url == url) {
             if m.down_until.take().is_some() {
                 log::info!("etcd member {url} is answering again");
+                changed = true;
             }
             m.failures = 0;
         }
         drop(list);
-        self.publish();
+        if changed {
+            self.publish();
+        }
     }
 
     /// `url` failed at the transport level or has no leader: skip it until a probe says otherwise.
@@ -154,15 +158,19 @@ impl Members {
             .with_label_values(&[url, "error"])
             .inc();
         let mut list = self.lock();
+        let mut changed = false;
         if let Some(m) = list.iter_mut().find(|m| m.url == url) {
             if m.down_until.is_none() {
                 log::warn!("etcd member {url} is down, using the others: {why}");
+                changed = true;
             }
             m.failures = m.failures.saturating_add(1);
             m.down_until = Some(Instant::now() + backoff(m.failures));
         }
         drop(list);
-        self.publish();
+        if changed {
+            self.publish();
+        }
     }
 
     /// A request on `url` failed for a reason of the cluster's, not the member's (no leader yet).

@@ -170,28 +170,25 @@ impl EtcdStore {
             .with_progress_notify()
             .with_start_revision(revision);
         let mut client = member.client;
-        match tokio::time::timeout(call::ATTEMPT, client.watch(self.prefix(), Some(opts))).await {
+        let why = match tokio::time::timeout(call::ATTEMPT, client.watch(self.prefix(), Some(opts)))
+            .await
+        {
             Ok(Ok((watcher, stream))) => {
                 self.members.ok(&member.url);
-                Ok(MemberWatch {
+                return Ok(MemberWatch {
                     member: member.url,
                     watcher,
                     stream,
-                })
+                });
             }
-            Ok(Err(e)) => {
-                self.members.down(&member.url, &e.to_string());
-                Err(StoreError::Unavailable(format!("etcd {}: {e}", member.url)))
-            }
-            Err(_) => {
-                self.members
-                    .down(&member.url, "the watch was not created in time");
-                Err(StoreError::Unavailable(format!(
-                    "etcd {}: the watch was not created in time",
-                    member.url
-                )))
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the watch was not created in time".to_string(),
+        };
+        self.members.down(&member.url, &why);
+        Err(StoreError::Unavailable(format!(
+            "etcd {}: {why}",
+            member.url
+        )))
     }
 
     /// Every change as etcd operations, with leases granted for challenges.
