@@ -30,6 +30,17 @@ pub struct Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+        // A failed test keeps the members' logs for whoever reads its output.
+        if std::thread::panicking() {
+            let kept =
+                std::env::temp_dir().join(format!("edgeward-etcd-logs-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&kept);
+            for i in 0..self.members.len() {
+                let name = format!("etcd{i}.log");
+                let _ = std::fs::copy(self.dir.path().join(&name), kept.join(&name));
+            }
+            eprintln!("etcd logs kept in {}", kept.display());
+        }
     }
 }
 
@@ -67,7 +78,11 @@ impl Etcd {
 
     fn spawn_member(&mut self, i: usize) {
         let (c, p) = self.members[i];
-        let log = std::fs::File::create(self.dir.path().join(format!("etcd{i}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("etcd{i}.log")))
+            .unwrap();
         self.children[i] = Some(
             Command::new("etcd")
                 .args(["--name", &format!("n{i}"), "--data-dir"])

@@ -346,6 +346,7 @@ async fn the_leader_killed_under_load_fails_and_loses_no_write() {
 /// unknown outcome finds its write marker instead of taking a second order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_updates_count_once_through_leader_kills() {
+    let _ = env_logger::builder().format_timestamp_millis().try_init();
     let mut etcd = Etcd::cluster(3).await;
     let eps = (0..3).map(|i| etcd.endpoint(i)).collect();
     let store = EtcdStore::connect(&EtcdConfig::new(eps, "/edgeward-budget"))
@@ -354,19 +355,27 @@ async fn budget_updates_count_once_through_leader_kills() {
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
+    // Each kill is one leader change for every write: a kill waits until every writer has finished
+    // an update it began after the previous change was over (the leader wait bounds one election,
+    // not two in a row).
+    let epoch = Arc::new(AtomicU64::new(0));
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
     let tasks: Vec<_> = (0..WRITERS)
-        .map(|_| {
+        .map(|i| {
             let (store, acked, failed, stop) =
                 (store.clone(), acked.clone(), failed.clone(), stop.clone());
+            let (epoch, done) = (epoch.clone(), done.clone());
             tokio::spawn(async move {
                 let add = |b: &mut edgeward::model::Budget| {
                     b.placed.push(0);
                     true
                 };
                 while !stop.load(Ordering::Relaxed) {
+                    let began = epoch.load(Ordering::SeqCst);
                     match store.update_budget(&Default::default(), &add).await {
                         Ok(Some(_)) => {
                             acked.fetch_add(1, Ordering::Relaxed);
+                            done[i].store(began, Ordering::SeqCst);
                         }
                         other => failed.lock().unwrap().push(format!("{other:?}")),
                     }
@@ -384,13 +393,29 @@ async fn budget_updates_count_once_through_leader_kills() {
             .await
         }
     };
+    let settled = || {
+        let (epoch, done) = (epoch.clone(), done.clone());
+        async move {
+            let now = epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            eventually(
+                "every writer to finish an update after the change",
+                || async {
+                    done.iter()
+                        .all(|d| d.load(Ordering::SeqCst) >= now)
+                        .then_some(())
+                },
+            )
+            .await
+        }
+    };
     progress(30).await;
     for _ in 0..3 {
         let leader = etcd.leader().await;
         etcd.stop_member(leader);
         progress(30).await;
         etcd.start_member(leader).await;
-        progress(10).await;
+        let _ = etcd.leader().await;
+        settled().await;
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {

@@ -5,7 +5,8 @@
 //!
 //! A retry resends the same request after an error that may have come after etcd applied it, so
 //! every request sent through here must be safe to apply twice:
-//! - reads (`load`, a challenge read-through, the budget read, `status`, `member_list`): no effect;
+//! - reads (`load`, a challenge read-through, the budget's first read, `status`, `member_list`): no
+//!   effect;
 //! - writes (`apply`, `apply_fenced`, the budget compare-and-swap, taking an order lock): made
 //!   exactly-once by `write_once` below, whatever they contain;
 //! - `unlock` (a delete fenced by the lock's revision) and lease revocation: applying them again
@@ -147,6 +148,10 @@ impl EtcdStore {
                 }
             };
             let (fault, message) = error;
+            log::debug!(
+                "etcd: {what}: attempt {attempts} on {}: {message}",
+                member.url
+            );
             // Another healthy member is tried at once; otherwise (or while there is no leader)
             // wait a little, doubling up to half a second.
             if fault == Fault::Cluster || self.members.healthy() == 0 {
@@ -172,8 +177,9 @@ impl EtcdStore {
 pub enum Written {
     /// Applied (by this attempt or an earlier one of the same write), at this revision.
     Applied(i64),
-    /// Not applied: a condition failed.
-    Refused,
+    /// Not applied: a condition failed. Holds the answers to the reads the caller asked for in
+    /// that case (`write_once`'s `otherwise`), read in the same transaction.
+    Refused(Vec<TxnOpResponse>),
 }
 
 /// Write markers: each write carries a fresh key `PREFIX/locks/txn/WRITER/SEQ`, created in the same
@@ -235,12 +241,14 @@ impl EtcdStore {
         Ok(id)
     }
 
-    /// `ops` when every one of `when` holds, exactly once however often it is resent.
+    /// `ops` when every one of `when` holds, exactly once however often it is resent; when a
+    /// condition fails, the reads in `otherwise` are answered instead (from the same revision).
     pub(super) async fn write_once(
         &self,
         what: &str,
         when: Vec<Compare>,
         ops: Vec<TxnOp>,
+        otherwise: Vec<TxnOp>,
     ) -> Result<Written, Failure> {
         let marker = self.markers.next();
         let mut lease_renewed = false;
@@ -258,8 +266,9 @@ impl EtcdStore {
                 "",
                 Some(PutOptions::new().with_lease(lease)),
             ));
-            let otherwise = vec![TxnOp::get(marker.clone(), None)];
-            let txn = Txn::new().when(cond).and_then(then).or_else(otherwise);
+            let mut reads = vec![TxnOp::get(marker.clone(), None)];
+            reads.extend(otherwise.iter().cloned());
+            let txn = Txn::new().when(cond).and_then(then).or_else(reads);
             let resp = self
                 .call(what, |c| {
                     let txn = txn.clone();
@@ -284,11 +293,12 @@ fn outcome(resp: TxnResponse) -> Written {
     if resp.succeeded() {
         return Written::Applied(revision);
     }
-    match resp.op_responses().into_iter().next() {
+    let mut answers = resp.op_responses().into_iter();
+    match answers.next() {
         Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty() => {
             Written::Applied(g.kvs()[0].create_revision())
         }
-        _ => Written::Refused,
+        _ => Written::Refused(answers.collect()),
     }
 }
 

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use call::{Failure, Markers, Written};
 use codec::Codec;
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TxnOp, WatchOptions, WatchStream,
-    Watcher,
+    Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions,
+    WatchStream, Watcher,
 };
 use members::Members;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -333,9 +333,9 @@ impl Store for EtcdStore {
             )));
         }
         let ops = self.ops(changes).await?;
-        match self.write_once("writing", vec![], ops).await? {
+        match self.write_once("writing", vec![], ops, vec![]).await? {
             Written::Applied(revision) => Ok(Some(revision)),
-            Written::Refused => Err(StoreError::Unavailable(
+            Written::Refused(_) => Err(StoreError::Unavailable(
                 "etcd refused an unconditional write".into(),
             )),
         }
@@ -361,11 +361,12 @@ impl Store for EtcdStore {
                     std::process::id().to_string(),
                     Some(PutOptions::new().with_lease(lease)),
                 )],
+                vec![],
             )
             .await?;
         let fence = match written {
             Written::Applied(revision) => revision,
-            Written::Refused => {
+            Written::Refused(_) => {
                 self.revoke(lease).await;
                 return Ok(None);
             }
@@ -386,11 +387,16 @@ impl Store for EtcdStore {
     ) -> Result<Option<Revision>, StoreError> {
         let ops = self.ops(changes).await?;
         let written = self
-            .write_once("writing under the order lock", vec![Self::fence(lock)], ops)
+            .write_once(
+                "writing under the order lock",
+                vec![Self::fence(lock)],
+                ops,
+                vec![],
+            )
             .await?;
         Ok(match written {
             Written::Applied(revision) => Some(Some(revision)),
-            Written::Refused => None,
+            Written::Refused(_) => None,
         })
     }
 
@@ -404,17 +410,24 @@ impl Store for EtcdStore {
         update: &(dyn for<'b> Fn(&'b mut Budget) -> bool + Send + Sync),
     ) -> Result<Option<Budget>, StoreError> {
         let key = self.codec.key("acme", "budget");
-        // Another node's swap in between makes this one read and decide again, for as long as any
-        // other operation may retry; a short random pause spreads nodes that collide.
+        // The first read is serializable: answered by the member itself, without the leader. A
+        // linearizable read needs a ReadIndex round trip to the leader, and etcd 3.4 parks every
+        // later read on a member for its request timeout (7 s) when one such round trip is lost in a
+        // leader change (etcd#9566). A stale answer costs nothing: the swap below compares the
+        // revision, and a refused swap reads the current record in the same transaction.
+        let resp = self
+            .call("reading the order budget", |c| {
+                let key = key.clone();
+                let opts = GetOptions::new().with_serializable();
+                async move { c.kv_client().get(key, Some(opts)).await }
+            })
+            .await?;
+        let mut current = resp.kvs().first().cloned();
+        // Another node's swap in between makes this one decide again on the record it found, for
+        // as long as any other operation may retry.
         let deadline = std::time::Instant::now() + self.wait;
         while std::time::Instant::now() < deadline {
-            let resp = self
-                .call("reading the order budget", |c| {
-                    let key = key.clone();
-                    async move { c.kv_client().get(key, None).await }
-                })
-                .await?;
-            let (mut budget, rev) = match resp.kvs().first() {
+            let (mut budget, rev) = match &current {
                 Some(item) => match self.codec.decode(item.key(), Some(item.value()))? {
                     Some(Change::PutAcmeBudget(b)) => (b, item.mod_revision()),
                     _ => (Default::default(), item.mod_revision()),
@@ -430,14 +443,25 @@ impl Store for EtcdStore {
                 Compare::mod_revision(key.clone(), CompareOp::Equal, rev)
             };
             let put = self.codec.op(&Change::PutAcmeBudget(budget.clone()), None);
+            let read = TxnOp::get(key.clone(), None);
             match self
-                .write_once("updating the order budget", vec![unchanged], vec![put])
+                .write_once(
+                    "updating the order budget",
+                    vec![unchanged],
+                    vec![put],
+                    vec![read],
+                )
                 .await?
             {
                 Written::Applied(_) => return Ok(Some(budget)),
-                Written::Refused => {
-                    let pause = Duration::from_millis(rand::random::<u64>() % 20);
-                    tokio::time::sleep(pause).await;
+                // No pause: each refusal means another swap was applied, and the record it wrote
+                // came back with the refusal, so trying again at once is fair to the writer that
+                // lost (the winner's next update starts with a read).
+                Written::Refused(answers) => {
+                    current = match answers.into_iter().next() {
+                        Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
+                        _ => None,
+                    };
                 }
             }
         }
