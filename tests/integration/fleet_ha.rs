@@ -457,6 +457,9 @@ async fn members_are_discovered_and_a_replacement_is_followed() {
     // With member 1 down, the cluster is 0 and the new member: both must be used.
     eprintln!("discovery: killing member 1");
     etcd.stop_member(1);
+    // Once an election the kill may cause is over, the new member is healthy and takes its share.
+    etcd.leader().await;
+    member_seen(&n, &etcd, new, true).await;
     let line = requests_ok_line(&etcd, new);
     let before = metric(&n.metrics().await, &line);
     put_all(&n, "r", 20).await;

@@ -160,11 +160,15 @@ impl Members {
         let mut list = self.lock();
         let mut changed = false;
         if let Some(m) = list.iter_mut().find(|m| m.url == url) {
+            // Requests in flight when a member fails all fail together: one episode, the first
+            // back-off. It grows with failed probes, not with the number of requests that noticed.
+            // A member that failed again is pushed back (so that a request with no healthy
+            // member tries the next one), by the same back-off.
             if m.down_until.is_none() {
                 log::warn!("etcd member {url} is down, using the others: {why}");
                 changed = true;
+                m.failures = m.failures.saturating_add(1);
             }
-            m.failures = m.failures.saturating_add(1);
             m.down_until = Some(Instant::now() + backoff(m.failures));
         }
         drop(list);
