@@ -161,6 +161,23 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             Arc::new(EtcdReadThrough(s)) as Arc<dyn ReadThrough>
         ))
     });
+    let access_log = match &config.access_log {
+        Some(c) => {
+            crate::access_log::writer::check(c).map_err(|e| {
+                anyhow::anyhow!("edgeward.access_log.path: cannot open {:?}: {e}", c.target)
+            })?;
+            let (log, lines) = crate::access_log::AccessLog::new(c);
+            server.add_service(background_service(
+                "access log",
+                crate::access_log::writer::Writer {
+                    config: c.clone(),
+                    lines: Mutex::new(Some(lines)),
+                },
+            ));
+            Some(log)
+        }
+        None => None,
+    };
     let connections = Connections::new(config.max_connections);
     let forwarding = Forwarding::new(config.trusted_proxies.clone());
     for (tls, challenges) in [
@@ -186,6 +203,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             timeouts: config.upstream_timeouts,
             forwarding: forwarding.clone(),
             read_through: read_through.clone(),
+            access_log: access_log.clone(),
         };
         let name = format!(
             "edgeward {}{}",
@@ -205,6 +223,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             limits: config.downstream,
             connections: connections.clone(),
             name: name.clone(),
+            access_log: access_log.clone(),
         };
         let mut svc = Service::new(name, front);
         add_listeners(&mut svc, &group, &control, &conf)?;

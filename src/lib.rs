@@ -11,11 +11,14 @@
 //!   fleet). Imports only `model` (and `metrics`, a leaf that imports nothing of ours).
 //! - `pools`, `tls`: upstream pools with their health, certificates parsed once when published.
 //! - `state`: the tables the hot paths read, with read-only handles (`state::Reader`).
-//! - `proxy`: Pingora's `ProxyHttp`, with `proxy::front` reading each HTTP/1 request head first.
+//! - `proxy`: Pingora's `ProxyHttp`, with `proxy::front` reading each HTTP/1 request head first
+//!   (after the PROXY protocol header, `proxy::proxy_protocol`); `access_log` writes a line per
+//!   request from a thread of its own.
 //! - `control`: the single writer (commit, apply, restore, the upgrade hand-over, the fleet watch).
 //! - `acme`, `admin` (the JSON API), `client` (the operator CLI), `config` (the YAML file).
 //! - `app`: assembling the Pingora server.
 
+pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod app;

@@ -235,6 +235,31 @@ pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "edgeward_access_log_dropped_total",
+        "Access-log lines dropped because the writer's queue was full"
+    )
+    .expect("metric registers once")
+});
+
+pub static ACCESS_LOG_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "edgeward_access_log_write_errors_total",
+        "Failed writes to the access log (a full disk, a removed file system)"
+    )
+    .expect("metric registers once")
+});
+
+pub static PROXY_PROTOCOL_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edgeward_proxy_protocol_refused_total",
+        "Connections closed on a PROXY-protocol listener, by reason (missing, malformed, too_long, timeout)",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
 pub static CHALLENGE_READ_THROUGH: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edgeward_acme_challenge_read_through_total",
@@ -320,6 +345,11 @@ pub fn init() {
         REFUSED_REQUESTS.with_label_values(&[status]);
     }
     CONNECTIONS_REFUSED.inc_by(0);
+    ACCESS_LOG_DROPPED.inc_by(0);
+    ACCESS_LOG_ERRORS.inc_by(0);
+    for reason in ["missing", "malformed", "too_long", "timeout"] {
+        PROXY_PROTOCOL_REFUSED.with_label_values(&[reason]);
+    }
     for result in ["found", "missing", "cached_miss", "busy"] {
         CHALLENGE_READ_THROUGH.with_label_values(&[result]);
     }

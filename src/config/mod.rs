@@ -67,6 +67,7 @@ pub struct Config {
     pub max_connections: usize,
     /// Peers whose forwarded headers are kept (appended to); from anyone else they are replaced.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
 }
 
 /// Read, parse and validate `path`.
@@ -203,6 +204,10 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
     let (downstream, max_connections) =
         limits::downstream(&f.downstream, &f.shutdown).map_err(|(k, m)| e(k, m))?;
     let trusted_proxies = limits::trusted_proxies(&f.trusted_proxies).map_err(|(k, m)| e(k, m))?;
+    let access_log = match &f.access_log {
+        Some(a) => Some(access_log(a).map_err(|(k, m)| e(k, m))?),
+        None => None,
+    };
     if !(4096..=1 << 30).contains(&f.state.checkpoint_bytes) {
         return Err(e(
             "edgeward.state.checkpoint_bytes".into(),
@@ -260,6 +265,34 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         downstream,
         max_connections,
         trusted_proxies,
+        access_log,
+    })
+}
+
+fn access_log(
+    a: &schema::AccessLogFile,
+) -> Result<crate::access_log::AccessLogConfig, (String, String)> {
+    use crate::access_log::{AccessLogConfig, Target};
+    let path = a.path.trim();
+    let target = match path {
+        "" => {
+            return Err((
+                "edgeward.access_log.path".into(),
+                "must name a file, or `-` for stdout".into(),
+            ))
+        }
+        "-" => Target::Stdout,
+        p if p.ends_with('/') => {
+            return Err((
+                "edgeward.access_log.path".into(),
+                format!("`{p}` is a directory, not a file"),
+            ))
+        }
+        p => Target::File(PathBuf::from(p)),
+    };
+    Ok(AccessLogConfig {
+        target,
+        format: a.format,
     })
 }
 

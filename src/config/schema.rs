@@ -43,6 +43,23 @@ pub struct EdgewardFile {
     /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Real-IP` are kept (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Off when absent.
+    #[serde(default)]
+    pub access_log: Option<AccessLogFile>,
+}
+
+/// `edgeward.access_log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// A file, or `-` for stdout.
+    pub path: String,
+    #[serde(default = "default_access_log_format")]
+    pub format: crate::access_log::Format,
+}
+
+fn default_access_log_format() -> crate::access_log::Format {
+    crate::access_log::Format::Json
 }
 
 /// Limits on the client side of the proxy listeners.

@@ -37,14 +37,18 @@ pub fn count(e: &Error, status: u16) {
         504 => "504",
         _ => "other",
     };
-    let reason = match e.etype() {
-        // Our own "no reachable upstream" (every backend down or tried).
+    metrics::UPSTREAM_ERRORS
+        .with_label_values(&[reason(e), status])
+        .inc();
+}
+
+/// The failure's kind, as counted and logged: Pingora's error type, or `NoBackend` for our own "no
+/// reachable upstream" (every backend down or tried).
+pub fn reason(e: &Error) -> &str {
+    match e.etype() {
         ErrorType::HTTPStatus(_) => "NoBackend",
         t => t.as_str(),
-    };
-    metrics::UPSTREAM_ERRORS
-        .with_label_values(&[reason, status])
-        .inc();
+    }
 }
 
 #[cfg(test)]

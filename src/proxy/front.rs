@@ -17,6 +17,7 @@
 
 use super::challenge::{self, Decision};
 use super::limit::Connections;
+use crate::access_log::AccessLog;
 use crate::http1::{self, read_head, read_step, HeadClock, Limits};
 use crate::metrics;
 use crate::model::host::normalize_request_host;
@@ -60,6 +61,7 @@ pub struct Front<A> {
     pub connections: Arc<Connections>,
     /// The service name, for log lines.
     pub name: String,
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// What the bytes at the start of the buffer are.
@@ -202,13 +204,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     head_only,
                     keep_alive,
                 } => {
+                    let started = std::time::Instant::now();
                     let keep_alive = keep_alive && self.keepalive_secs(shutdown).is_some();
-                    buf.advance(len);
                     let mut out = Vec::with_capacity(256);
                     write_answer(&mut out, &body, head_only, keep_alive);
                     metrics::CHALLENGE_HITS.inc();
                     metrics::count_request(200);
-                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                    let written =
+                        stream.write_all(&out).await.is_ok() && stream.flush().await.is_ok();
+                    if let Some(log) = &self.access_log {
+                        let sent = if head_only { 0 } else { body.len() };
+                        super::access::answer_line(log, stream, &buf[..len], sent, started);
+                    }
+                    buf.advance(len);
+                    if !written {
                         return Next::Close;
                     }
                     if !keep_alive {

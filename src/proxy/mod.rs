@@ -6,11 +6,13 @@ pub mod challenge;
 pub mod errors;
 pub mod forwarded;
 pub mod front;
+pub mod access;
 pub mod limit;
 pub mod read_through;
 pub mod redirect;
 pub mod routing;
 
+use crate::access_log::AccessLog;
 use crate::metrics;
 use crate::model::host::{normalize_request_host, valid_request_host};
 use crate::model::{unix_now, Challenge, UpstreamTimeouts};
@@ -45,12 +47,15 @@ pub struct EdgeProxy {
     pub forwarding: Forwarding,
     /// Fleet mode: where to look for a challenge token before answering 404 (bounded).
     pub read_through: Option<Arc<ReadThroughGate>>,
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
     tried: Vec<SocketAddr>,
+    /// Only with the access log on.
+    timing: Option<access::Timing>,
 }
 
 #[async_trait]
@@ -58,7 +63,10 @@ impl ProxyHttp for EdgeProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            timing: self.access_log.as_ref().map(|_| access::Timing::start()),
+            ..Ctx::default()
+        }
     }
 
     /// No downstream modules: compression is off at the edge, and skipping the module saves work per
@@ -155,6 +163,9 @@ impl ProxyHttp for EdgeProxy {
             return Error::e_explain(pingora_error::ErrorType::HTTPStatus(404), "no route");
         };
         let addr = routing::pick(route, &mut ctx.tried)?;
+        if let Some(t) = ctx.timing.as_mut() {
+            t.upstream_started = Some(std::time::Instant::now());
+        }
         let mut peer = HttpPeer::new(addr, false, String::new());
         let t = self.timeouts.with(&route.domain.upstream_timeouts);
         peer.options.connection_timeout = Some(t.connect);
@@ -209,12 +220,29 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        if let Some(t) = ctx.timing.as_mut() {
+            // A retry keeps the id of the first attempt.
+            if t.request_id.is_none() {
+                let trusted = peer.is_some_and(|ip| self.forwarding.is_trusted(ip));
+                t.request_id = Some(
+                    trusted
+                        .then(|| upstream.headers.get("x-request-id"))
+                        .flatten()
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| valid_request_id(v))
+                        .map_or_else(crate::access_log::request_id, str::to_string),
+                );
+            }
+            if let Some(id) = &t.request_id {
+                upstream.insert_header("x-request-id", id.as_str())?;
+            }
+        }
         let proto = if self.tls { "https" } else { "http" };
         // The Host header's value as is (a refcount, no copy); HTTP/2 requests carry :authority.
         let host = match session.req_header().headers.get(http::header::HOST) {
@@ -226,11 +254,32 @@ impl ProxyHttp for EdgeProxy {
         self.forwarding.apply(upstream, peer, proto, host)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(t) = ctx.timing.as_mut() {
+            t.upstream_answered();
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(resp) = session.response_written() {
             metrics::count_request(resp.status.as_u16());
         }
+        if let (Some(access), Some(timing)) = (&self.access_log, ctx.timing.as_mut()) {
+            let retries = ctx.tried.len().saturating_sub(1);
+            access::session_line(access, session, e, timing, ctx.tried.last().copied(), retries);
+        }
     }
+}
+
+/// A request id a trusted proxy sent that is kept: 1 to 128 visible ASCII characters.
+fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Write a complete `text/plain` response.

@@ -57,11 +57,29 @@ impl TlsAccept for SniResolver {
         }
     }
 
+    /// The SNI the client sent, kept with the connection for the access log (`Sni`).
     async fn handshake_complete_callback(
         &self,
-        _ssl: &TlsRef,
+        ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         metrics::TLS_HANDSHAKES.with_label_values(&["ok"]).inc();
-        None
+        let sni = ssl.servername(NameType::HOST_NAME)?;
+        Some(Arc::new(Sni(sni.into())))
+    }
+}
+
+/// The server name a TLS connection asked for, in the session's `SslDigest` extension.
+pub struct Sni(pub Box<str>);
+
+/// The TLS version and SNI of a connection, if it is TLS.
+pub fn describe(
+    digest: Option<&pingora_core::protocols::tls::SslDigest>,
+) -> (Option<&str>, Option<&str>) {
+    match digest {
+        Some(d) => (
+            Some(d.version.as_ref()),
+            d.extension.get::<Sni>().map(|s| &*s.0),
+        ),
+        None => (None, None),
     }
 }

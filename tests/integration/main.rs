@@ -1,5 +1,6 @@
 //! Integration tests: the real edgeward binary, real upstreams, real HTTP clients, on loopback.
 
+mod access_log;
 mod acme;
 mod acme_limits;
 mod admin;
