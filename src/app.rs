@@ -24,7 +24,7 @@ use crate::tls::accept::SniResolver;
 use anyhow::Context;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::ListenerConfig;
+use pingora_core::listeners::{ListenerConfig, Listeners};
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::{ExecutionPhase, Server, ShutdownWatch};
@@ -180,17 +180,23 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     };
     let connections = Connections::new(config.max_connections);
     let forwarding = Forwarding::new(config.trusted_proxies.clone());
-    for (tls, challenges) in [
-        (false, Challenges::Answer),
-        (false, Challenges::Proxy),
-        (true, Challenges::Answer),
-        (true, Challenges::Proxy),
-    ] {
+    // One proxy service per kind of listener: (TLS or not) x (answering challenges or not) x (PROXY
+    // protocol or not).
+    let kinds = [false, true].into_iter().flat_map(|tls| {
+        [Challenges::Answer, Challenges::Proxy]
+            .into_iter()
+            .flat_map(move |c| [false, true].map(|pp| (tls, c, pp)))
+    });
+    for (tls, challenges, proxy_protocol) in kinds {
         let intercept = challenges == Challenges::Answer;
         let group: Vec<_> = config
             .listeners
             .iter()
-            .filter(|l| l.tls == tls && l.intercept_acme_challenges == intercept)
+            .filter(|l| {
+                l.tls == tls
+                    && l.intercept_acme_challenges == intercept
+                    && l.proxy_protocol == proxy_protocol
+            })
             .collect();
         if group.is_empty() {
             continue;
@@ -206,12 +212,17 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             access_log: access_log.clone(),
         };
         let name = format!(
-            "edgeward {}{}",
+            "edgeward {}{}{}",
             if tls { "https" } else { "http" },
             if intercept {
                 ""
             } else {
                 " (challenges proxied)"
+            },
+            if proxy_protocol {
+                " (PROXY protocol)"
+            } else {
+                ""
             }
         );
         // Every HTTP/1 request head is read in front of Pingora's session (challenge answers, and the
@@ -224,10 +235,17 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             connections: connections.clone(),
             name: name.clone(),
             access_log: access_log.clone(),
+            // TLS listeners read the header before the handshake (below).
+            proxy_protocol: proxy_protocol && !tls,
         };
-        let mut svc = Service::new(name, front);
-        add_listeners(&mut svc, &group, &control, &conf)?;
-        server.add_service(svc);
+        let mut listeners = Listeners::new();
+        if proxy_protocol && tls {
+            listeners.set_pre_tls_callback(Arc::new(crate::proxy::proxy_protocol::PreTls {
+                within: config.downstream.header_timeout,
+            }));
+        }
+        add_listeners(&mut listeners, &group, &control, &conf)?;
+        server.add_service(Service::with_listeners(name, listeners, front));
     }
 
     let app = Arc::new(AdminApp {
@@ -333,9 +351,9 @@ const PLAIN_READ_BUFFER: usize = 0;
 /// syscall.
 const TLS_READ_BUFFER: usize = 16 * 1024 + 512;
 
-/// Bind a service to its listeners; TLS ones pick the certificate per SNI from memory.
-fn add_listeners<A>(
-    svc: &mut Service<A>,
+/// A service's listeners; TLS ones pick the certificate per SNI from memory.
+fn add_listeners(
+    svc: &mut Listeners,
     listeners: &[&crate::config::Listener],
     control: &Control,
     conf: &Arc<pingora_core::server::configuration::ServerConf>,

@@ -64,6 +64,8 @@ class Proxy:
 
 class Edgeward(Proxy):
     name = "edgeward"
+    # Lines appended under `edgeward:` (indented two spaces), e.g. an access_log section.
+    extra = ""
 
     def command(self):
         state = os.path.join(self.work, "state")
@@ -86,7 +88,7 @@ edgeward:
   http: ["127.0.0.1:{HTTP}"]{https}
   admin: {{listen: "127.0.0.1:{ADMIN}", token_file: "{self.work}/token"}}
   state: {{dir: "{state}"}}
-""")
+{self.extra}""")
         os.environ["RUST_LOG"] = "warn"
         return [BIN["EDGEWARD"], "-c", cfg]
 

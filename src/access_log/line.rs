@@ -64,9 +64,8 @@ fn with_second<R>(at: SystemTime, f: impl FnOnce(&str, &str) -> R) -> R {
         if c.0 != secs {
             let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            let rfc = time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second]"
-            );
+            let rfc =
+                time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
             let local = time::macros::format_description!(
                 "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
             );
@@ -86,7 +85,10 @@ impl Entry<'_> {
         let (_, ms) = split(self.at);
         with_second(self.at, |rfc, _| {
             let time = format!("{rfc}.{ms:03}Z");
-            let line = Json { time: &time, entry: self };
+            let line = Json {
+                time: &time,
+                entry: self,
+            };
             if serde_json::to_writer(&mut *out, &line).is_ok() {
                 out.push(b'\n');
             } else {

@@ -155,4 +155,3 @@ pub fn check(config: &AccessLogConfig) -> std::io::Result<()> {
         Target::File(_) => open(&config.target).map(|_| ()),
     }
 }
-

@@ -37,6 +37,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub tls: bool,
     pub intercept_acme_challenges: bool,
+    /// Connections start with a PROXY protocol header, whose source is the client.
+    pub proxy_protocol: bool,
 }
 
 /// The validated configuration.
@@ -143,11 +145,12 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
     let mut listeners: Vec<Listener> = Vec::new();
     for (tls, list, name) in [(false, &f.http, "http"), (true, &f.https, "https")] {
         for (i, l) in list.iter().enumerate() {
-            let (addr, intercept, key) = match l {
-                ListenerFile::Addr(a) => (a, None, format!("edgeward.{name}[{i}]")),
+            let (addr, intercept, proxy_protocol, key) = match l {
+                ListenerFile::Addr(a) => (a, None, false, format!("edgeward.{name}[{i}]")),
                 ListenerFile::Full(o) => (
                     &o.listen,
                     o.intercept_acme_challenges,
+                    o.proxy_protocol,
                     format!("edgeward.{name}[{i}].listen"),
                 ),
             };
@@ -159,6 +162,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
                 addr,
                 tls,
                 intercept_acme_challenges: intercept.unwrap_or(f.intercept_acme_challenges),
+                proxy_protocol,
             });
         }
     }

@@ -197,7 +197,8 @@ pub struct CertFiles {
     pub key: String,
 }
 
-/// A listener: `"0.0.0.0:8080"` or `{listen: "0.0.0.0:8080", intercept_acme_challenges: false}`.
+/// A listener: `"0.0.0.0:8080"` or `{listen: "0.0.0.0:8080", intercept_acme_challenges: false,
+/// proxy_protocol: true}`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ListenerFile {
@@ -211,6 +212,9 @@ pub struct ListenerObject {
     pub listen: String,
     #[serde(default)]
     pub intercept_acme_challenges: Option<bool>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), required.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Deserialize)]

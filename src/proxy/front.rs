@@ -62,6 +62,8 @@ pub struct Front<A> {
     /// The service name, for log lines.
     pub name: String,
     pub access_log: Option<Arc<AccessLog>>,
+    /// Plain listeners with `proxy_protocol: true`: each connection starts with the header.
+    pub proxy_protocol: bool,
 }
 
 /// What the bytes at the start of the buffer are.
@@ -261,6 +263,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         }
         let mut watch = shutdown.clone();
         let mut buf = BytesMut::new();
+        if self.proxy_protocol {
+            let within = self.limits.header_timeout;
+            match super::proxy_protocol::read_into(&mut stream, &mut buf, within).await {
+                Ok(Some(source)) => {
+                    let fd = stream.id();
+                    super::proxy_protocol::set_client(&mut *stream, fd, source);
+                }
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
         let mut clock = HeadClock::accepted(self.limits);
         loop {
             if let Next::Close = self

@@ -2,12 +2,13 @@
 //! listener intercepts), then the route lookup, then an upstream from the route's pool. Lookups only:
 //! no I/O, no parsing, no lock held across an await.
 
+pub mod access;
 pub mod challenge;
 pub mod errors;
 pub mod forwarded;
 pub mod front;
-pub mod access;
 pub mod limit;
+pub mod proxy_protocol;
 pub mod read_through;
 pub mod redirect;
 pub mod routing;
@@ -272,7 +273,14 @@ impl ProxyHttp for EdgeProxy {
         }
         if let (Some(access), Some(timing)) = (&self.access_log, ctx.timing.as_mut()) {
             let retries = ctx.tried.len().saturating_sub(1);
-            access::session_line(access, session, e, timing, ctx.tried.last().copied(), retries);
+            access::session_line(
+                access,
+                session,
+                e,
+                timing,
+                ctx.tried.last().copied(),
+                retries,
+            );
         }
     }
 }

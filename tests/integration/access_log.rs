@@ -28,7 +28,10 @@ async fn every_request_gets_a_json_line_with_its_request_id_sent_upstream() {
     let up = Upstream::start("up").await;
     let mut e = Edgeward::new("");
     let log = e.dir.join("access.log");
-    e.extra = format!("  access_log: {{path: \"{}\", format: json}}\n", log.display());
+    e.extra = format!(
+        "  access_log: {{path: \"{}\", format: json}}\n",
+        log.display()
+    );
     e.spawn().await;
     e.put_domain("site.test", &[up.addr], "").await;
     let dead = free_port();
@@ -65,11 +68,17 @@ async fn every_request_gets_a_json_line_with_its_request_id_sent_upstream() {
     assert!(l["bytes_sent"].as_u64().unwrap() > 0, "{l}");
     assert_eq!(l["retries"], 0);
     assert_eq!(l["listener"], format!("127.0.0.1:{}", e.http));
-    assert!(l["client"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
+    assert!(
+        l["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{l}"
+    );
     assert_eq!(l["tls"], serde_json::Value::Null);
     assert_eq!(l["error"], serde_json::Value::Null);
     let t = l["time"].as_str().unwrap();
-    assert!(t.len() == 24 && t.ends_with('Z') && &t[19..20] == ".", "{t}");
+    assert!(
+        t.len() == 24 && t.ends_with('Z') && &t[19..20] == ".",
+        "{t}"
+    );
 
     // A challenge answered by the front, an unknown host, a 502 with its error kind, a POST body.
     let body = r#"{"host": "site.test", "key_authorization": "tok.k"}"#;
@@ -79,13 +88,19 @@ async fn every_request_gets_a_json_line_with_its_request_id_sent_upstream() {
         (200, "tok.k".to_string())
     );
     let l = line_for(&log, "/.well-known/acme-challenge/tok").await;
-    assert_eq!((l["status"].as_u64(), l["bytes_sent"].as_u64()), (Some(200), Some(5)));
+    assert_eq!(
+        (l["status"].as_u64(), l["bytes_sent"].as_u64()),
+        (Some(200), Some(5))
+    );
     assert_eq!(l["upstream"], serde_json::Value::Null);
     assert_eq!(e.get("nobody.test", "/unknown").await.0, 404);
     assert_eq!(line_for(&log, "/unknown").await["status"], 404);
     assert_eq!(e.get("dead.test", "/down").await.0, 502);
     let l = line_for(&log, "/down").await;
-    assert_eq!((l["status"].as_u64(), l["error"].as_str()), (Some(502), Some("ConnectRefused")));
+    assert_eq!(
+        (l["status"].as_u64(), l["error"].as_str()),
+        (Some(502), Some("ConnectRefused"))
+    );
     let resp = e
         .client
         .post(format!("http://127.0.0.1:{}/upload", e.http))
@@ -100,7 +115,11 @@ async fn every_request_gets_a_json_line_with_its_request_id_sent_upstream() {
     // TLS: version and SNI.
     let leaf = pki.leaf(&["site.test"], Key::Ecdsa);
     let (s, v) = e
-        .api("PUT", "/v1/certificates/site.test", Some(&leaf.upload_body()))
+        .api(
+            "PUT",
+            "/v1/certificates/site.test",
+            Some(&leaf.upload_body()),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let client = reqwest::Client::builder()
@@ -116,11 +135,17 @@ async fn every_request_gets_a_json_line_with_its_request_id_sent_upstream() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let l = line_for(&log, "/secure").await;
-    assert_eq!((l["tls"].as_str(), l["sni"].as_str()), (Some("TLSv1.3"), Some("site.test")));
+    assert_eq!(
+        (l["tls"].as_str(), l["sni"].as_str()),
+        (Some("TLSv1.3"), Some("site.test"))
+    );
 
     // No header value reaches the log.
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains("secret-token") && !text.contains("spoofed"), "{text}");
+    assert!(
+        !text.contains("secret-token") && !text.contains("spoofed"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -128,13 +153,18 @@ async fn sigusr1_reopens_the_file_after_a_rename_and_combined_is_nginx_shaped() 
     let up = Upstream::start("up").await;
     let mut e = Edgeward::new("");
     let log = e.dir.join("access.log");
-    e.extra = format!("  access_log: {{path: \"{}\", format: combined}}\n", log.display());
+    e.extra = format!(
+        "  access_log: {{path: \"{}\", format: combined}}\n",
+        log.display()
+    );
     e.spawn().await;
     e.put_domain("site.test", &[up.addr], "").await;
     assert_eq!(e.get("site.test", "/before").await.0, 200);
     let text = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    eventually("the first line", || async { text(&log).contains("/before").then_some(()) })
-        .await;
+    eventually("the first line", || async {
+        text(&log).contains("/before").then_some(())
+    })
+    .await;
     // logrotate: rename, then tell the process; lines after the signal go to the new file.
     let rotated = e.dir.join("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
@@ -157,16 +187,28 @@ async fn sigusr1_reopens_the_file_after_a_rename_and_combined_is_nginx_shaped() 
         && line.contains(" +0000] \"GET /after HTTP/1.1\" 200 ")
         && line.contains(" \"-\" \"-\" \"site.test\" ");
     assert!(re_ok, "{line}");
-    assert!(e.metrics().await.contains("edgeward_access_log_dropped_total 0"));
+    assert!(e
+        .metrics()
+        .await
+        .contains("edgeward_access_log_dropped_total 0"));
 }
 
 #[tokio::test]
 async fn bad_access_log_settings_are_refused_naming_the_key() {
     for (yaml, key) in [
         ("access_log: {path: \"\"}", "edgeward.access_log.path"),
-        ("access_log: {path: \"/tmp/x\", format: xml}", "edgeward.access_log.format"),
-        ("access_log: {path: \"/tmp/x\", rotate: true}", "edgeward.access_log"),
-        ("access_log: {path: \"/nonexistent-dir/a.log\"}", "edgeward.access_log.path"),
+        (
+            "access_log: {path: \"/tmp/x\", format: xml}",
+            "edgeward.access_log.format",
+        ),
+        (
+            "access_log: {path: \"/tmp/x\", rotate: true}",
+            "edgeward.access_log",
+        ),
+        (
+            "access_log: {path: \"/nonexistent-dir/a.log\"}",
+            "edgeward.access_log.path",
+        ),
     ] {
         let e = Edgeward::new(&format!("  {yaml}\n"));
         e.write_config();

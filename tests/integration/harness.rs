@@ -120,6 +120,9 @@ pub struct Edgeward {
     pub upstreams_extra: String,
     /// Environment of the edgeward process (e.g. `EDGEWARD_FAULTS`).
     pub env: Vec<(String, String)>,
+    /// More listener items (YAML flow objects) under `http` and `https`.
+    pub more_http: Vec<String>,
+    pub more_https: Vec<String>,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -133,6 +136,10 @@ impl Drop for Edgeward {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+fn items(list: &[String]) -> String {
+    list.iter().map(|l| format!("    - {l}\n")).collect()
 }
 
 pub fn bin() -> &'static str {
@@ -160,6 +167,8 @@ impl Edgeward {
             state_extra: String::new(),
             upstreams_extra: String::new(),
             env: Vec::new(),
+            more_http: Vec::new(),
+            more_https: Vec::new(),
             child: None,
             // A hung answer fails the test instead of hanging the suite.
             client: reqwest::Client::builder()
@@ -178,7 +187,7 @@ impl Edgeward {
         let yaml = format!(
             "version: 1\nthreads: 1\npid_file: {dir}/edgeward.pid\nupgrade_sock: {dir}/upgrade.sock\n\
              grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
-             edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n  https: [\"127.0.0.1:{https}\"]\n\
+             edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n{more_http}  https:\n    - \"127.0.0.1:{https}\"\n{more_https}\
              \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
              \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n{upstreams_extra}\
              \x20 shutdown:\n    request_wait_ms: 500\n{extra}",
@@ -190,6 +199,8 @@ impl Edgeward {
             extra = self.extra,
             state_extra = self.state_extra,
             upstreams_extra = self.upstreams_extra,
+            more_http = items(&self.more_http),
+            more_https = items(&self.more_https),
         );
         std::fs::write(self.config_path(), yaml).unwrap();
     }

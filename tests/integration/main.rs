@@ -14,6 +14,7 @@ mod fleet;
 mod fleet_ha;
 mod harness;
 mod pebble;
+mod proxy_protocol;
 mod restart;
 mod routing;
 mod tls;
