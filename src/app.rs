@@ -166,12 +166,12 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             crate::access_log::writer::check(c).map_err(|e| {
                 anyhow::anyhow!("edgeward.access_log.path: cannot open {:?}: {e}", c.target)
             })?;
-            let (log, lines) = crate::access_log::AccessLog::new(c);
+            let (log, pending) = crate::access_log::AccessLog::new(c);
             server.add_service(background_service(
                 "access log",
                 crate::access_log::writer::Writer {
                     config: c.clone(),
-                    lines: Mutex::new(Some(lines)),
+                    pending: Mutex::new(Some(pending)),
                 },
             ));
             Some(log)

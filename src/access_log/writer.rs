@@ -1,8 +1,10 @@
-//! The writer thread: takes lines from the queue, appends them to the file (or stdout), flushes when
-//! the queue is empty, reopens the file on `SIGUSR1` (after logrotate renamed it), and reports the
-//! lines dropped in the last second. Started as a background service, so after Pingora's `-d` fork.
+//! The writer thread: every `TICK` (or sooner when a megabyte is waiting) takes every pending line
+//! and appends them to the file (or stdout) with one write, reopens the file on `SIGUSR1` (after
+//! logrotate renamed it), and reports the lines dropped in the last second. Started as a background
+//! service, so after Pingora's `-d` fork. At most one `TICK` of lines is lost when the process is
+//! killed.
 
-use super::{AccessLogConfig, Target};
+use super::{AccessLogConfig, Pending, Target};
 use crate::metrics;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -11,16 +13,15 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often the thread looks at the reopen flag and the drop count when no line comes.
-const TICK: Duration = Duration::from_millis(200);
+/// How often pending lines are written (and the reopen flag looked at).
+pub const TICK: Duration = Duration::from_millis(100);
 
 pub struct Writer {
     pub config: AccessLogConfig,
-    pub lines: Mutex<Option<Receiver<Vec<u8>>>>,
+    pub pending: Mutex<Option<Arc<Pending>>>,
 }
 
 /// Open the target for appending (created 0640).
@@ -71,24 +72,27 @@ impl Sink {
     }
 }
 
-fn run(mut sink: Sink, lines: Receiver<Vec<u8>>, reopen: Arc<AtomicBool>) {
+fn run(mut sink: Sink, pending: Arc<Pending>, reopen: Arc<AtomicBool>) {
     let mut reported = Instant::now();
     let mut dropped_before = metrics::ACCESS_LOG_DROPPED.get();
+    let mut batch = Vec::new();
     loop {
-        match lines.recv_timeout(TICK) {
-            Ok(line) => {
-                sink.write(&line);
-                // Everything already queued, then one flush.
-                while let Ok(line) = lines.try_recv() {
-                    sink.write(&line);
-                }
-                sink.flush();
+        {
+            let mut lines = pending.lines.lock().unwrap_or_else(|p| p.into_inner());
+            if lines.len() < super::WAKE_AT {
+                lines = pending
+                    .full
+                    .wait_timeout(lines, TICK)
+                    .map(|(l, _)| l)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                sink.flush();
-                return;
-            }
+            // The buffer the proxies fill next is the one just written (its capacity kept).
+            std::mem::swap(&mut *lines, &mut batch);
+        }
+        if !batch.is_empty() {
+            sink.write(&batch);
+            sink.flush();
+            batch.clear();
         }
         if reopen.swap(false, Ordering::Relaxed) {
             sink.reopen();
@@ -118,7 +122,12 @@ fn run(mut sink: Sink, lines: Receiver<Vec<u8>>, reopen: Arc<AtomicBool>) {
 #[async_trait]
 impl BackgroundService for Writer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(lines) = self.lines.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(pending) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
             return;
         };
         let out = match open(&self.config.target) {
@@ -139,7 +148,7 @@ impl BackgroundService for Writer {
         };
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || run(sink, lines, reopen));
+            .spawn(move || run(sink, pending, reopen));
         if let Err(e) = thread {
             log::error!("access log: cannot start the writer thread: {e}");
         }

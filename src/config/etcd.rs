@@ -31,12 +31,7 @@ pub fn etcd(x: &EtcdFile) -> Result<EtcdConfig, KeyError> {
         ));
     }
     for (i, ep) in x.endpoints.iter().enumerate() {
-        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-            return Err((
-                format!("edgeward.state.etcd.endpoints[{i}]"),
-                format!("`{ep}` must be an http:// or https:// URL"),
-            ));
-        }
+        endpoint(ep).map_err(|m| (format!("edgeward.state.etcd.endpoints[{i}]"), m))?;
     }
     if !x.prefix.starts_with('/') || x.prefix.len() < 2 {
         return Err((
@@ -108,4 +103,24 @@ pub fn etcd(x: &EtcdFile) -> Result<EtcdConfig, KeyError> {
         leader_wait: Duration::from_millis(x.leader_wait_ms),
         member_refresh: Duration::from_secs(x.member_refresh_seconds),
     })
+}
+
+/// An endpoint as etcdctl takes it: `host:port` (http, or https with `tls`), or an http(s):// URL.
+fn endpoint(ep: &str) -> Result<(), String> {
+    let authority = match ep.split_once("://") {
+        Some(("http" | "https", rest)) => rest.trim_end_matches('/'),
+        Some((scheme, _)) => return Err(format!("`{ep}`: scheme `{scheme}` is not http or https")),
+        None => ep,
+    };
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty() && !host.contains('/'))
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .filter(|p| *p > 0);
+    match port {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "`{ep}` must be host:port or an http(s)://host:port URL"
+        )),
+    }
 }

@@ -86,6 +86,7 @@ pub fn downstream(f: &DownstreamFile, s: &ShutdownFile) -> Result<(Limits, usize
         header_timeout: Duration::from_millis(f.request_header_timeout_ms),
         keepalive: Duration::from_secs(f.keepalive_timeout_seconds),
         request_wait: Duration::from_millis(s.request_wait_ms),
+        keepalive_requests: f.keepalive_request_limit,
     };
     Ok((limits, f.max_connections))
 }

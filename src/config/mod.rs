@@ -172,10 +172,15 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
             "no listener: give at least one address".into(),
         ));
     }
-    let https_redirect_port = listeners
-        .iter()
-        .find(|l| l.tls)
-        .map(|l| l.addr.port())
+    if f.https_redirect_port == Some(0) {
+        return Err(e(
+            "edgeward.https_redirect_port".into(),
+            "must be a port (1 to 65535)".into(),
+        ));
+    }
+    let https_redirect_port = f
+        .https_redirect_port
+        .or_else(|| listeners.iter().find(|l| l.tls).map(|l| l.addr.port()))
         .filter(|p| *p != 443);
     let default_certificate = match &f.tls.default_certificate {
         Some(files) => Some(std::sync::Arc::new(
@@ -403,15 +408,25 @@ mod tests {
 
     #[test]
     fn etcd_settings_are_checked_and_named() {
-        let ok = check("edgeward:\n  state:\n    etcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n")
-            .unwrap();
+        let ok = check(
+            "edgeward:\n  state:\n    etcd: {endpoints: [\"http://127.0.0.1:2379\", \"etcd-2:2379\"]}\n",
+        )
+        .unwrap();
         let e = ok.etcd.unwrap();
         assert_eq!(e.leader_wait, Duration::from_secs(5));
         assert_eq!(e.member_refresh, Duration::from_secs(30));
         for (setting, key) in [
             ("endpoints: []", "edgeward.state.etcd.endpoints"),
             (
-                "endpoints: [\"127.0.0.1:2379\"]",
+                "endpoints: [\"127.0.0.1\"]",
+                "edgeward.state.etcd.endpoints[0]",
+            ),
+            (
+                "endpoints: [\"etcd:2379\", \"unix://x:1\"]",
+                "edgeward.state.etcd.endpoints[1]",
+            ),
+            (
+                "endpoints: [\"http://a:0\"]",
                 "edgeward.state.etcd.endpoints[0]",
             ),
             (

@@ -46,6 +46,10 @@ pub struct EdgewardFile {
     /// Off when absent.
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,
+    /// The port `redirect_https` sends clients to (behind port mapping); default: the first HTTPS
+    /// listener's.
+    #[serde(default)]
+    pub https_redirect_port: Option<u16>,
 }
 
 /// `edgeward.access_log`.
@@ -72,6 +76,9 @@ pub struct DownstreamFile {
     pub keepalive_timeout_seconds: u64,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Requests per client connection before it is closed; 0: no limit.
+    #[serde(default)]
+    pub keepalive_request_limit: u32,
 }
 
 impl Default for DownstreamFile {
@@ -80,6 +87,7 @@ impl Default for DownstreamFile {
             request_header_timeout_ms: default_request_header_timeout_ms(),
             keepalive_timeout_seconds: default_keepalive_seconds(),
             max_connections: default_max_connections(),
+            keepalive_request_limit: 0,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Limits {
     pub keepalive: Duration,
     /// At a graceful shutdown or upgrade, how long a connection without a complete head waits for it.
     pub request_wait: Duration,
+    /// Requests served on one connection before it is closed (`Connection: close` on the last); 0:
+    /// no limit.
+    pub keepalive_requests: u32,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(60),
             request_wait: Duration::from_secs(1),
+            keepalive_requests: 0,
         }
     }
 }

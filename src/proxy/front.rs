@@ -179,6 +179,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         buf: &mut BytesMut,
         shutdown: &mut ShutdownWatch,
         clock: &mut HeadClock,
+        served: &mut u32,
     ) -> Next {
         loop {
             let head = match self.challenges {
@@ -207,7 +208,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     keep_alive,
                 } => {
                     let started = std::time::Instant::now();
-                    let keep_alive = keep_alive && self.keepalive_secs(shutdown).is_some();
+                    *served += 1;
+                    let keep_alive = keep_alive && self.keepalive_secs(shutdown, *served).is_some();
                     let mut out = Vec::with_capacity(256);
                     write_answer(&mut out, &body, head_only, keep_alive);
                     metrics::CHALLENGE_HITS.inc();
@@ -236,10 +238,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         }
     }
 
-    /// The keep-alive Pingora is told to offer: none once shutting down, or when it is configured off.
-    fn keepalive_secs(&self, shutdown: &ShutdownWatch) -> Option<u64> {
+    /// The keep-alive offered with the `served`-th response of a connection: none once shutting
+    /// down, when it is configured off, or on the last request `keepalive_request_limit` allows.
+    fn keepalive_secs(&self, shutdown: &ShutdownWatch, served: u32) -> Option<u64> {
         let secs = self.limits.keepalive.as_secs();
-        (secs > 0 && !*shutdown.borrow()).then_some(secs)
+        let limit = self.limits.keepalive_requests;
+        let more = limit == 0 || served < limit;
+        (secs > 0 && more && !*shutdown.borrow()).then_some(secs)
     }
 }
 
@@ -275,17 +280,25 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             }
         }
         let mut clock = HeadClock::accepted(self.limits);
+        let mut served = 0u32;
         loop {
             if let Next::Close = self
-                .next_request(&mut stream, &mut buf, &mut watch, &mut clock)
+                .next_request(&mut stream, &mut buf, &mut watch, &mut clock, &mut served)
                 .await
             {
                 return None;
             }
+            served += 1;
             // As Pingora's HTTP/1 loop: keep-alive unless shutting down. Pipelining stays off in
             // Pingora, so a reused connection comes back with nothing read past its request.
             let mut session = ServerSession::new_http1(stream);
-            session.set_keepalive(self.keepalive_secs(&watch));
+            let keepalive = self.keepalive_secs(&watch, served);
+            session.set_keepalive(keepalive);
+            if keepalive.is_none() {
+                // Pingora sets the keep-alive again from the request's head when it reads it; no
+                // reuse left is what makes this response say `Connection: close`.
+                session.set_keepalive_reuses_remaining(Some(0));
+            }
             session.set_pipelined_prefix(buf.split());
             let reused = self.inner.process_new_http(session, shutdown).await?;
             stream = reused.consume().0;

@@ -339,3 +339,88 @@ async fn hosts_that_are_not_hosts_get_400_and_are_never_reflected() {
         assert!(!text.contains("evil") && !text.contains("script"), "{text}");
     }
 }
+
+/// `downstream.keepalive_request_limit`: the last request a connection may carry is answered with
+/// `Connection: close` and the connection ends; challenge answers from the front count too.
+#[tokio::test]
+async fn a_connection_closes_after_keepalive_request_limit_requests() {
+    let up = Upstream::start("up").await;
+    let e = Edgeward::start("  downstream: {keepalive_request_limit: 3}\n").await;
+    e.put_domain("site.test", &[up.addr], "").await;
+    let body = r#"{"host": "site.test", "key_authorization": "kt.k"}"#;
+    assert_eq!(e.api("PUT", "/v1/challenges/kt", Some(body)).await.0, 200);
+    let mut s = TcpStream::connect(("127.0.0.1", e.http)).await.unwrap();
+    let mut seen = Vec::new();
+    for path in ["/1", "/.well-known/acme-challenge/kt", "/3"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: site.test\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        // One response at a time: read until its body is complete.
+        let mut got = Vec::new();
+        let done = |b: &[u8]| {
+            let t = String::from_utf8_lossy(b);
+            let Some((head, body)) = t.split_once("\r\n\r\n") else {
+                return false;
+            };
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            body.len() >= len
+        };
+        while !done(&got) {
+            let mut b = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed early after {seen:?}");
+            got.extend_from_slice(&b[..n]);
+        }
+        seen.push(String::from_utf8_lossy(&got).to_lowercase());
+    }
+    assert!(
+        seen.iter().all(|r| r.starts_with("http/1.1 200")),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains("connection: close") && !seen[1].contains("connection: close"));
+    assert!(seen[2].contains("connection: close"), "{}", seen[2]);
+    let (rest, closed) = read_to_close(&mut s, Duration::from_secs(10)).await;
+    assert!(closed && rest.is_empty(), "{rest}");
+}
+
+/// `https_redirect_port`: behind port mapping, redirects name the public HTTPS port; 443 none.
+#[tokio::test]
+async fn redirects_name_the_configured_https_port() {
+    let up = Upstream::start("up").await;
+    for (port, want) in [
+        ("8443", "https://r.test:8443/x?y=1"),
+        ("443", "https://r.test/x?y=1"),
+    ] {
+        let e = Edgeward::start(&format!("  https_redirect_port: {port}\n")).await;
+        e.put_domain("r.test", &[up.addr], r#", "redirect_https": true"#)
+            .await;
+        let resp = e
+            .client
+            .get(format!("http://127.0.0.1:{}/x?y=1", e.http))
+            .header("host", "r.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 308);
+        assert_eq!(resp.headers()["location"], want);
+    }
+    let e = Edgeward::new("  https_redirect_port: 0\n");
+    e.write_config();
+    let out = std::process::Command::new(crate::harness::bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(e.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("edgeward.https_redirect_port"));
+}

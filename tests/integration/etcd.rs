@@ -276,9 +276,14 @@ impl Etcd {
 
     /// `edgeward.state.etcd` naming only `members`, with `extra` keys (`, key: value`).
     pub fn state_yaml_with(&self, members: &[usize], extra: &str) -> String {
+        // The first as etcdctl takes it (host:port), the others as URLs.
         let eps: Vec<String> = members
             .iter()
-            .map(|&i| format!("\"{}\"", self.endpoint(i)))
+            .enumerate()
+            .map(|(n, &i)| match n {
+                0 => format!("\"127.0.0.1:{}\"", self.members[i].0),
+                _ => format!("\"{}\"", self.endpoint(i)),
+            })
             .collect();
         format!(
             "    etcd: {{endpoints: [{}], prefix: \"/edgeward-test\"{extra}}}\n",
