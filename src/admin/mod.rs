@@ -2,6 +2,7 @@
 //! bearer token. A call that changes something returns once the change is durable and live.
 
 pub mod auth;
+pub mod list;
 pub mod listener;
 pub mod ops;
 
@@ -78,6 +79,8 @@ impl AdminApp {
         body: &[u8],
     ) -> Reply {
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let query = session.req_header().uri.query().map(str::to_string);
+        let query = query.as_deref();
         let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         match (method.as_str(), segs.as_slice()) {
             ("GET", ["metrics"]) => {
@@ -86,15 +89,7 @@ impl AdminApp {
                     .response(session)
                     .await
             }
-            ("GET", ["v1", "domains"]) => {
-                let list: Vec<serde_json::Value> = self
-                    .control
-                    .domains()
-                    .iter()
-                    .map(|d| self.domain_view(d))
-                    .collect();
-                reply(StatusCode::OK, &list)
-            }
+            ("GET", ["v1", "domains"]) => self.list_domains(query),
             ("GET", ["v1", "upstreams"]) => {
                 let health: Vec<_> = self
                     .control
@@ -129,13 +124,26 @@ impl AdminApp {
                 self.change(r, StatusCode::NO_CONTENT).await
             }
             ("GET", ["v1", "certificates"]) => {
-                let list: Vec<CertInfo> = self
-                    .control
-                    .certificates()
-                    .iter()
-                    .map(|b| CertInfo::from(b.as_ref()))
-                    .collect();
-                reply(StatusCode::OK, &list)
+                match list::parse(query, &["limit", "after", "prefix"]) {
+                    Ok(q) => {
+                        let all = self.control.certificates();
+                        let (items, next) = list::page(all, |b| b.host.as_str(), &q);
+                        let infos: Vec<CertInfo> =
+                            items.iter().map(|b| CertInfo::from(b.as_ref())).collect();
+                        reply(StatusCode::OK, &list::body(&infos, next, &q))
+                    }
+                    Err(e) => field_error(e),
+                }
+            }
+            ("GET", ["v1", "challenges"]) => {
+                match list::parse(query, &["limit", "after", "prefix"]) {
+                    Ok(q) => {
+                        let all = self.control.challenges();
+                        let (items, next) = list::page(all, |c| c.token.as_str(), &q);
+                        reply(StatusCode::OK, &list::body(&items, next, &q))
+                    }
+                    Err(e) => field_error(e),
+                }
             }
             ("GET", ["v1", "certificates", host]) => match ops::domain_host(&decoded(host)) {
                 Ok(h) => match self.control.certificate(&h) {
@@ -187,6 +195,71 @@ impl AdminApp {
             v["certificate"] = serde_json::to_value(status).unwrap_or_default();
         }
         v
+    }
+
+    /// `GET /v1/domains`, paged and filtered (`list`).
+    fn list_domains(&self, query: Option<&str>) -> Reply {
+        let allowed = [
+            "limit",
+            "after",
+            "prefix",
+            "cert_state",
+            "expiring_within_days",
+        ];
+        let q = match list::parse(query, &allowed) {
+            Ok(q) => q,
+            Err(e) => return field_error(e),
+        };
+        let now = crate::model::unix_now() as i64;
+        let horizon = q.expiring_within_days.map(|d| now + d as i64 * 86_400);
+        let mut items = Vec::new();
+        let mut more = false;
+        self.control
+            .scan_domains(q.after.as_deref(), &q.prefix, |d| {
+                let (state, not_after) = self.cert_state(d);
+                let keep = q.cert_state.is_none_or(|want| state == Some(want))
+                    && horizon.is_none_or(|h| not_after.is_some_and(|t| t <= h));
+                if !keep {
+                    return true;
+                }
+                if q.limit.is_some_and(|l| items.len() == l) {
+                    more = true;
+                    return false;
+                }
+                items.push(self.domain_view(d));
+                true
+            });
+        let next = more
+            .then(|| {
+                items
+                    .last()
+                    .and_then(|v| v["host"].as_str().map(str::to_string))
+            })
+            .flatten();
+        reply(StatusCode::OK, &list::body(&items, next, &q))
+    }
+
+    /// The state of the certificate a domain is served, and its expiry: Let's Encrypt domains as
+    /// the manager reports them; manual ones `valid` while a stored certificate covers them, else
+    /// `pending`; `tls: off` none.
+    fn cert_state(
+        &self,
+        d: &crate::model::Domain,
+    ) -> (Option<crate::acme::CertState>, Option<i64>) {
+        use crate::acme::CertState;
+        use crate::model::TlsMode;
+        let bundle = self.control.certificate(d.certificate_host.host(&d.host));
+        let not_after = bundle.as_ref().map(|b| b.not_after);
+        let state = match d.tls {
+            TlsMode::Off => None,
+            TlsMode::Auto => Some(self.control.acme_status(&d.host).unwrap_or_default().state),
+            _ => Some(match &bundle {
+                Some(b) if b.not_after > crate::model::unix_now() as i64 => CertState::Valid,
+                Some(_) => CertState::Failed,
+                None => CertState::Pending,
+            }),
+        };
+        (state, not_after)
     }
 
     fn get_domain(&self, host: &str) -> Reply {

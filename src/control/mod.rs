@@ -154,6 +154,34 @@ impl Control {
         self.state.routes.domains()
     }
 
+    /// The domains after `after` whose host starts with `prefix`, in host order, until `visit`
+    /// returns false (the admin API's paged list).
+    pub fn scan_domains(
+        &self,
+        after: Option<&str>,
+        prefix: &str,
+        mut visit: impl FnMut(&Domain) -> bool,
+    ) {
+        self.state
+            .routes
+            .scan(after, prefix, |route| visit(&route.domain));
+    }
+
+    /// Every challenge that has not expired, sorted by token.
+    pub fn challenges(&self) -> Vec<Challenge> {
+        let now = unix_now();
+        let mut v: Vec<Challenge> = self
+            .state
+            .challenges
+            .tokens()
+            .into_iter()
+            .filter_map(|t| self.state.challenges.get(&t))
+            .filter(|c| c.expires_at > now)
+            .collect();
+        v.sort_by(|a, b| a.token.cmp(&b.token));
+        v
+    }
+
     pub fn certificate(&self, host: &str) -> Option<Arc<CertBundle>> {
         self.state.certs.get(host)
     }

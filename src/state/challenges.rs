@@ -58,6 +58,11 @@ impl Challenges {
         self.map.len()
     }
 
+    /// Every token held.
+    pub fn tokens(&self) -> Vec<String> {
+        self.map.iter().map(|e| e.key().to_string()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
