@@ -149,6 +149,8 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     // the old process still writes. The thread stops before Pingora may fork (`-d`).
     let following = follower.spawn_thread();
     server.bootstrap();
+    // The listening sockets are ours now (taken over in an upgrade): systemd may follow this pid.
+    crate::notify::ready();
     let follower = following.stop();
     let conf = server.configuration.clone();
     let handover = Arc::new(Handover::with_ready_file(

@@ -28,6 +28,7 @@ pub mod control;
 pub mod http1;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod pools;
 pub mod proxy;
 pub mod state;

@@ -18,5 +18,6 @@ mod pebble;
 mod proxy_protocol;
 mod restart;
 mod routing;
+mod systemd;
 mod tls;
 mod upgrade;
