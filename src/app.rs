@@ -97,10 +97,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
 }
 
 fn new_control(config: &Config, store: Arc<dyn Store>) -> Arc<Control> {
-    let control = Arc::new(Control::new(
-        store,
-        Pools::new(config.upstream_timeouts.connect),
-    ));
+    let control = Arc::new(Control::new(store, Pools::with_health(&config.health)));
     control
         .state()
         .certs
@@ -285,7 +282,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             },
         ));
     }
-    let health = control.pools().health_service(config.health_check_interval);
+    let health = control.pools().health_service();
     server.add_service(background_service("upstream health checks", health));
     server.add_service(background_service(
         "state writer",

@@ -90,16 +90,7 @@ impl AdminApp {
                     .await
             }
             ("GET", ["v1", "domains"]) => self.list_domains(query),
-            ("GET", ["v1", "upstreams"]) => {
-                let health: Vec<_> = self
-                    .control
-                    .pools()
-                    .health()
-                    .into_iter()
-                    .map(|(addr, healthy)| json!({"addr": addr, "healthy": healthy}))
-                    .collect();
-                reply(StatusCode::OK, &health)
-            }
+            ("GET", ["v1", "upstreams"]) => reply(StatusCode::OK, &self.control.pools().backends()),
             ("GET", ["v1", "domains", host]) => self.get_domain(&decoded(host)),
             ("PUT", ["v1", "domains", host]) => {
                 let r = ops::put_domain(&decoded(host), body, self.limits);

@@ -110,6 +110,61 @@ pub fn trusted_proxies(list: &[String]) -> Result<Vec<IpNet>, KeyError> {
         .collect()
 }
 
+/// `upstreams.health_check` (or the TCP check of `health_check_interval_seconds` without it).
+pub fn health(f: &UpstreamsFile) -> Result<crate::pools::health::HealthConfig, KeyError> {
+    use crate::pools::health::{parse_expect, HealthConfig};
+    let connect = Duration::from_millis(f.connect_timeout_ms);
+    let Some(h) = &f.health_check else {
+        let interval = Duration::from_secs(f.health_check_interval_seconds);
+        return Ok(HealthConfig::tcp(interval, connect));
+    };
+    let k = "edgeward.upstreams.health_check";
+    let path = match &h.http_path {
+        Some(p) if !p.starts_with('/') || p.bytes().any(|b| !b.is_ascii_graphic()) => {
+            return Err((
+                format!("{k}.http_path"),
+                format!("`{p}` must be an absolute path without spaces (or null for a TCP check)"),
+            ))
+        }
+        p => p.clone(),
+    };
+    if !crate::model::host::valid_request_host(&h.host) {
+        return Err((
+            format!("{k}.host"),
+            format!("`{}` is not a host name", h.host),
+        ));
+    }
+    let expect = parse_expect(&h.expect_status).ok_or_else(|| {
+        (
+            format!("{k}.expect_status"),
+            format!(
+                "`{}` must be a status or a range such as 200-399",
+                h.expect_status
+            ),
+        )
+    })?;
+    in_range(
+        &format!("{k}.interval_seconds"),
+        h.interval_seconds,
+        MAX_IDLE_SECONDS,
+    )?;
+    in_range(&format!("{k}.timeout_ms"), h.timeout_ms, MAX_TIMEOUT_MS)?;
+    for (name, v) in [("rise", h.rise), ("fall", h.fall)] {
+        if !(1..=100).contains(&v) {
+            return Err((format!("{k}.{name}"), "must be between 1 and 100".into()));
+        }
+    }
+    Ok(HealthConfig {
+        http_path: path,
+        host: h.host.clone(),
+        expect,
+        interval: Duration::from_secs(h.interval_seconds),
+        timeout: Duration::from_millis(h.timeout_ms),
+        rise: h.rise,
+        fall: h.fall,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

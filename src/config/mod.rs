@@ -11,7 +11,6 @@ use pingora_core::server::configuration::ServerConf;
 use schema::{EdgewardFile, FileRoot, ListenerFile};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -58,7 +57,7 @@ pub struct Config {
     pub seeds: Vec<Domain>,
     pub challenge_ttl_seconds: u64,
     pub upstream_timeouts: crate::model::UpstreamTimeouts,
-    pub health_check_interval: Duration,
+    pub health: crate::pools::health::HealthConfig,
     pub policy: DomainPolicy,
     pub acme: Option<crate::acme::AcmeConfig>,
     pub etcd: Option<crate::store::etcd::EtcdConfig>,
@@ -210,6 +209,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         ));
     }
     let upstream_timeouts = limits::upstreams(&f.upstreams).map_err(|(k, m)| e(k, m))?;
+    let health = limits::health(&f.upstreams).map_err(|(k, m)| e(k, m))?;
     let (downstream, max_connections) =
         limits::downstream(&f.downstream, &f.shutdown).map_err(|(k, m)| e(k, m))?;
     let trusted_proxies = limits::trusted_proxies(&f.trusted_proxies).map_err(|(k, m)| e(k, m))?;
@@ -267,7 +267,7 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         seeds,
         challenge_ttl_seconds: ttl,
         upstream_timeouts,
-        health_check_interval: Duration::from_secs(f.upstreams.health_check_interval_seconds),
+        health,
         policy,
         acme,
         etcd,
@@ -400,6 +400,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn check(yaml: &str) -> Result<Config, String> {
         let (root, server) = parse(yaml).map_err(|(k, m)| format!("{k}: {m}"))?;

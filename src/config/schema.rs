@@ -346,6 +346,46 @@ pub struct UpstreamsFile {
     pub idle_timeout_seconds: u64,
     #[serde(default = "default_health_interval")]
     pub health_check_interval_seconds: u64,
+    /// Absent: a TCP check every `health_check_interval_seconds`, one result flips the state.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+}
+
+/// `edgeward.upstreams.health_check`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// `null` (or absent): a TCP connect is the check.
+    #[serde(default)]
+    pub http_path: Option<String>,
+    #[serde(default = "default_health_host")]
+    pub host: String,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+    #[serde(default = "default_health_interval")]
+    pub interval_seconds: u64,
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_rise")]
+    pub rise: usize,
+    #[serde(default = "default_fall")]
+    pub fall: usize,
+}
+
+fn default_health_host() -> String {
+    "localhost".into()
+}
+fn default_expect_status() -> String {
+    "200-399".into()
+}
+fn default_health_timeout_ms() -> u64 {
+    1000
+}
+fn default_rise() -> usize {
+    2
+}
+fn default_fall() -> usize {
+    3
 }
 
 impl Default for UpstreamsFile {
@@ -356,6 +396,7 @@ impl Default for UpstreamsFile {
             write_timeout_ms: default_io_timeout_ms(),
             idle_timeout_seconds: default_idle_timeout_seconds(),
             health_check_interval_seconds: default_health_interval(),
+            health_check: None,
         }
     }
 }

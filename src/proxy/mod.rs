@@ -206,6 +206,9 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.tried.last()) {
+            route.pool.report(*addr, false);
+        }
         let untried = ctx
             .route
             .as_ref()
@@ -258,9 +261,15 @@ impl ProxyHttp for EdgeProxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Passive health: a 5xx counts against the backend, anything else clears its count.
+        if let (Some(route), Some(addr)) = (ctx.route.as_ref(), ctx.tried.last()) {
+            route
+                .pool
+                .report(*addr, upstream_response.status.as_u16() < 500);
+        }
         if let Some(t) = ctx.timing.as_mut() {
             t.upstream_answered();
         }

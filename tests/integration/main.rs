@@ -13,6 +13,7 @@ mod etcd;
 mod fleet;
 mod fleet_ha;
 mod harness;
+mod health;
 mod lists;
 mod pebble;
 mod proxy_protocol;

@@ -1,11 +1,15 @@
 //! Upstream pools, shared by every domain that lists the same upstream set. Health is tracked per backend
 //! address in one pingora `HealthRegistry` probed by one `HealthCheckService`, so 100k domains over a few
 //! thousand backends cost a few thousand probes, and a domain change never starts or stops a task.
+//! `health`: the HTTP check, the record of each check, passive health from live traffic.
+
+pub mod health;
+
+use health::{CheckResult, HealthConfig, Observed, Recording};
 
 use dashmap::DashMap;
 use futures_util::FutureExt;
 use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::health_check::TcpHealthCheck;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, HealthCheckService, HealthRegistry, LoadBalancer};
 use std::collections::BTreeSet;
@@ -18,6 +22,7 @@ pub struct Pool {
     key: Box<[SocketAddr]>,
     lb: LoadBalancer<RoundRobin>,
     owner: Weak<PoolsInner>,
+    observed: Arc<Observed>,
 }
 
 impl Pool {
@@ -25,14 +30,27 @@ impl Pool {
         &self.key
     }
 
-    /// The next healthy backend in round-robin order that is not in `exclude` (already tried).
+    /// The next healthy backend in round-robin order that is not in `exclude` (already tried) and
+    /// that live traffic has not taken out.
     pub fn select(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
         let max = self.key.len() * 2 + 1;
         self.lb
             .select_with(b"", max, |b, healthy| {
-                healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a))
+                healthy
+                    && b.addr
+                        .as_inet()
+                        .is_some_and(|a| !exclude.contains(a) && !self.observed.passive_down(a))
             })
             .and_then(|b| b.addr.as_inet().copied())
+    }
+
+    /// Live traffic's verdict on a backend: `ok` false for a failed connect or a 5xx.
+    pub fn report(&self, addr: SocketAddr, ok: bool) {
+        if ok {
+            self.observed.answered(addr)
+        } else {
+            self.observed.failed(addr)
+        }
     }
 }
 
@@ -61,6 +79,19 @@ impl Drop for Pool {
 struct PoolsInner {
     registry: Arc<HealthRegistry>,
     by_key: DashMap<Box<[SocketAddr]>, Weak<Pool>>,
+    observed: Arc<Observed>,
+    interval: Duration,
+}
+
+/// One backend as `GET /v1/upstreams` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendHealth {
+    pub addr: SocketAddr,
+    /// Up for the checks and not taken out by traffic.
+    pub healthy: bool,
+    pub check_healthy: bool,
+    pub passive_down: bool,
+    pub last_check: Option<CheckResult>,
 }
 
 /// The pool registry: upstream set -> shared pool.
@@ -70,23 +101,29 @@ pub struct Pools {
 }
 
 impl Pools {
+    /// TCP checks every 5 s (tests).
     pub fn new(connect_timeout: Duration) -> Self {
+        Pools::with_health(&HealthConfig::tcp(Duration::from_secs(5), connect_timeout))
+    }
+
+    pub fn with_health(c: &HealthConfig) -> Self {
         let registry = Arc::new(HealthRegistry::new());
-        let mut hc = TcpHealthCheck::new();
-        hc.peer_template.options.connection_timeout = Some(connect_timeout);
-        registry.set_health_check(hc);
+        let observed = Observed::new(c.fall);
+        registry.set_health_check(Box::new(Recording::new(c, observed.clone())));
         Pools {
             inner: Arc::new(PoolsInner {
                 registry,
                 by_key: DashMap::new(),
+                observed,
+                interval: c.interval,
             }),
         }
     }
 
-    /// The background service that probes every distinct backend once per `interval`.
-    pub fn health_service(&self, interval: Duration) -> HealthCheckService {
+    /// The background service that probes every distinct backend once per interval.
+    pub fn health_service(&self) -> HealthCheckService {
         let mut svc = HealthCheckService::new(self.inner.registry.clone());
-        svc.health_check_frequency = Some(interval);
+        svc.health_check_frequency = Some(self.inner.interval);
         svc.parallel_health_check = true;
         svc
     }
@@ -134,6 +171,7 @@ impl Pools {
             key,
             lb,
             owner: Arc::downgrade(&self.inner),
+            observed: self.inner.observed.clone(),
         })
     }
 
@@ -144,6 +182,23 @@ impl Pools {
 
     pub fn is_empty(&self) -> bool {
         self.inner.by_key.is_empty()
+    }
+
+    /// Every distinct backend with its checks' and traffic's verdicts, sorted by address.
+    pub fn backends(&self) -> Vec<BackendHealth> {
+        self.health()
+            .into_iter()
+            .map(|(addr, up)| {
+                let passive_down = self.inner.observed.passive_down(&addr);
+                BackendHealth {
+                    addr,
+                    healthy: up && !passive_down,
+                    check_healthy: up,
+                    passive_down,
+                    last_check: self.inner.observed.last_check(&addr),
+                }
+            })
+            .collect()
     }
 
     /// Every distinct backend address and its health, sorted by address.
