@@ -31,6 +31,10 @@ pub struct AdminApp {
 
 type Reply = Response<Vec<u8>>;
 
+/// The OpenAPI 3.1 description of this API, served at `GET /v1/openapi.json`. The integration test
+/// `openapi` calls every operation in it with its examples and checks the answers against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Reply {
@@ -88,6 +92,15 @@ impl AdminApp {
                 pingora_prometheus::PrometheusHttpApp
                     .response(session)
                     .await
+            }
+            ("GET", ["v1", "openapi.json"]) => {
+                let body = OPENAPI.as_bytes().to_vec();
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(http::header::CONTENT_LENGTH, body.len())
+                    .body(body)
+                    .expect("static response")
             }
             ("GET", ["v1", "domains"]) => self.list_domains(query),
             ("GET", ["v1", "upstreams"]) => reply(StatusCode::OK, &self.control.pools().backends()),
@@ -168,12 +181,11 @@ impl AdminApp {
                 }
             }
             (_, ["metrics"])
-            | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams" | "certificates", ..]) => {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed on this path",
-                )
-            }
+            | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams" | "certificates", ..])
+            | (_, ["v1", "openapi.json"]) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            ),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }

@@ -15,6 +15,7 @@ mod fleet_ha;
 mod harness;
 mod health;
 mod lists;
+mod openapi;
 mod pebble;
 mod proxy_protocol;
 mod restart;
