@@ -95,6 +95,15 @@ impl Client {
         Ok(v.unwrap_or(Value::Null))
     }
 
+    /// `POST /v1/batch`: all the operations, or none.
+    pub async fn batch(&self, ops: Vec<Value>) -> anyhow::Result<Value> {
+        let body = serde_json::json!({ "ops": ops });
+        let v = self
+            .call(reqwest::Method::POST, "/v1/batch", Some(body))
+            .await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
     pub async fn domain_list(&self) -> anyhow::Result<Vec<Value>> {
         let v = self.call(reqwest::Method::GET, "/v1/domains", None).await?;
         Ok(v.and_then(|v| v.as_array().cloned()).unwrap_or_default())

@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod http1;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -59,6 +59,29 @@ enum Command {
     /// Manage TLS certificates.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Import another proxy's configuration through one admin batch.
+    #[command(subcommand)]
+    Import(ImportCmd),
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// HAProxy: host -> backend rules and maps, backends' servers, a crt-list's certificates.
+    Haproxy {
+        /// The HAProxy configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A map file used by a `use_backend %[...map(FILE)]` rule (matched by file name; default: the
+        /// path in the configuration). May be given more than once.
+        #[arg(long)]
+        map: Vec<PathBuf>,
+        /// A crt-list whose PEM files (chain and key) become the domains' certificates.
+        #[arg(long)]
+        crt_list: Option<PathBuf>,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +209,43 @@ fn run_server(
     server.run_forever()
 }
 
+/// Apply the plan (one batch), or with `dry_run` compare it with what the node holds.
+async fn import_report(
+    c: &client::Client,
+    plan: &edgeward::import::haproxy::Plan,
+    dry_run: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let summary = json!({
+        "domains": plan.domains.len(),
+        "certificates": plan.certificates.len(),
+        "untranslated": plan.untranslated,
+    });
+    if !dry_run {
+        let applied = c.batch(plan.ops()).await?;
+        return Ok(json!({"applied": applied["applied"], "summary": summary}));
+    }
+    let current: std::collections::BTreeMap<String, serde_json::Value> = c
+        .domain_list()
+        .await?
+        .into_iter()
+        .filter_map(|d| Some((d["host"].as_str()?.to_string(), d["upstreams"].clone())))
+        .collect();
+    let (mut add, mut change, mut same) = (Vec::new(), Vec::new(), 0);
+    for (host, ups) in &plan.domains {
+        let ups: Vec<String> = ups.iter().map(|a| a.to_string()).collect();
+        match current.get(host) {
+            None => add.push(json!({"host": host, "upstreams": ups})),
+            Some(old) if *old != json!(ups) => {
+                change.push(json!({"host": host, "from": old, "to": ups}))
+            }
+            Some(_) => same += 1,
+        }
+    }
+    Ok(
+        json!({"dry_run": true, "add": add, "change": change, "unchanged": same, "summary": summary}),
+    )
+}
+
 fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::Result<()> {
     let c = client::Client::new(admin.admin, admin.admin_token, conf.as_deref())?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -237,6 +297,15 @@ fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::
             }
             Command::Cert(CertCmd::Get { host }) => print(c.cert_get(&host).await?),
             Command::Cert(CertCmd::Rm { host }) => c.cert_rm(&host).await?,
+            Command::Import(ImportCmd::Haproxy { config, map, crt_list, dry_run }) => {
+                let inputs = edgeward::import::haproxy::Inputs {
+                    config: &config,
+                    maps: &map,
+                    crt_list: crt_list.as_deref(),
+                };
+                let plan = edgeward::import::haproxy::plan(&inputs).map_err(anyhow::Error::msg)?;
+                print(import_report(&c, &plan, dry_run).await?);
+            }
         }
         anyhow::Ok(())
     })

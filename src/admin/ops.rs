@@ -25,6 +25,15 @@ enum OpInput {
     DeleteDomain(HostOnly),
     PutChallenge(ChallengeInput),
     DeleteChallenge(TokenOnly),
+    PutCertificate(CertOp),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertOp {
+    host: String,
+    chain_pem: String,
+    key_pem: String,
 }
 
 #[derive(Deserialize)]
@@ -94,11 +103,16 @@ struct CertInput {
 /// A manual certificate upload: parsed and fully validated here, before anything is stored.
 pub fn put_certificate(host: &str, body: &[u8]) -> Result<Change, FieldError> {
     let input: CertInput = parse_json(body)?;
+    certificate(host, input.chain_pem, input.key_pem)
+}
+
+/// A manual certificate for `host`, parsed and checked as an upload is.
+fn certificate(host: &str, chain_pem: String, key_pem: String) -> Result<Change, FieldError> {
     let host = domain_host(host)?;
     let record = CertRecord {
         host,
-        chain_pem: input.chain_pem,
-        key_pem: input.key_pem,
+        chain_pem,
+        key_pem,
         source: CertSource::Manual,
     };
     let bundle = tls::bundle::parse(&record, unix_now() as i64, true)
@@ -159,6 +173,7 @@ pub fn batch(body: &[u8], l: Limits, atomic: usize) -> Result<Vec<Change>, Field
                     .validate(None, l.challenge_ttl, now)
                     .map(Change::PutChallenge),
                 OpInput::DeleteChallenge(t) => Ok(Change::DeleteChallenge { token: t.token }),
+                OpInput::PutCertificate(c) => certificate(&c.host, c.chain_pem, c.key_pem),
             };
             change.map_err(|e| e.within(&at))
         })

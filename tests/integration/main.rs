@@ -14,6 +14,7 @@ mod fleet;
 mod fleet_ha;
 mod harness;
 mod health;
+mod import;
 mod lists;
 mod openapi;
 mod pebble;

@@ -1,0 +1,3 @@
+//! Migration from other proxies' configurations into one admin batch (`edgeward import ...`).
+
+pub mod haproxy;
