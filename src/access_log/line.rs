@@ -1,22 +1,18 @@
 //! One access-log line, in JSON (one object per line) or nginx's `combined` format.
 
-use serde::Serialize;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What is logged about a request. Borrowed from the session: formatting is the only copy.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Entry<'a> {
     /// Written as `time`: RFC 3339 in UTC, milliseconds.
-    #[serde(rename = "time", serialize_with = "rfc3339_ms")]
     pub at: SystemTime,
     /// The client: after the PROXY protocol header, if the listener takes one.
-    #[serde(serialize_with = "addr")]
     pub client: Option<SocketAddr>,
     /// The local address the request came in on.
-    #[serde(serialize_with = "addr")]
     pub listener: Option<SocketAddr>,
     pub tls: Option<&'a str>,
     pub sni: Option<&'a str>,
@@ -30,7 +26,6 @@ pub struct Entry<'a> {
     pub bytes_sent: usize,
     pub request_bytes: usize,
     pub duration_ms: f64,
-    #[serde(serialize_with = "addr")]
     pub upstream: Option<SocketAddr>,
     /// From choosing the backend to its response head.
     pub upstream_ms: Option<f64>,
@@ -38,63 +33,6 @@ pub struct Entry<'a> {
     pub request_id: &'a str,
     /// Why, for a 5xx (Pingora's error type, or `NoBackend`).
     pub error: Option<&'a str>,
-}
-
-/// Append the decimal digits of `x` to `b` at `n`.
-fn digits(x: u32, b: &mut [u8; 21], n: &mut usize) {
-    let mut tmp = [0u8; 5];
-    let (mut k, mut x) = (0, x);
-    loop {
-        tmp[k] = b'0' + (x % 10) as u8;
-        k += 1;
-        x /= 10;
-        if x == 0 {
-            break;
-        }
-    }
-    while k > 0 {
-        k -= 1;
-        b[*n] = tmp[k];
-        *n += 1;
-    }
-}
-
-/// `a.b.c.d:port` written digit by digit (the `Display` of `SocketAddr` goes through the formatting
-/// machinery, a visible share of a request's cost); IPv6 through `Display`.
-fn addr<S: serde::Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-    match a {
-        Some(SocketAddr::V4(v4)) => {
-            let (mut b, mut n) = ([0u8; 21], 0);
-            for (i, o) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    b[n] = b'.';
-                    n += 1;
-                }
-                digits(o as u32, &mut b, &mut n);
-            }
-            b[n] = b':';
-            n += 1;
-            digits(v4.port() as u32, &mut b, &mut n);
-            s.serialize_str(std::str::from_utf8(&b[..n]).unwrap_or(""))
-        }
-        Some(a) => s.collect_str(a),
-        None => s.serialize_none(),
-    }
-}
-
-fn rfc3339_ms<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let (_, ms) = split(*at);
-    with_second(*at, |rfc, _| {
-        let mut b = [0u8; 32];
-        let n = rfc.len().min(19);
-        b[..n].copy_from_slice(&rfc.as_bytes()[..n]);
-        b[n] = b'.';
-        b[n + 1] = b'0' + (ms / 100) as u8;
-        b[n + 2] = b'0' + (ms / 10 % 10) as u8;
-        b[n + 3] = b'0' + (ms % 10) as u8;
-        b[n + 4] = b'Z';
-        s.serialize_str(std::str::from_utf8(&b[..n + 5]).unwrap_or(""))
-    })
 }
 
 thread_local! {
@@ -110,7 +48,7 @@ fn split(at: SystemTime) -> (u64, u32) {
 
 /// Run `f` with `at`'s second as RFC 3339 (`2026-12-02T17:43:19`) and as nginx's `time_local`
 /// (`02/Dec/2026:17:43:19 +0000`), formatted once per second per thread.
-fn with_second<R>(at: SystemTime, f: impl FnOnce(&str, &str) -> R) -> R {
+pub(super) fn with_second<R>(at: SystemTime, f: impl FnOnce(&str, &str) -> R) -> R {
     let (secs, _) = split(at);
     SECOND.with(|c| {
         let mut c = c.borrow_mut();
@@ -135,11 +73,7 @@ fn with_second<R>(at: SystemTime, f: impl FnOnce(&str, &str) -> R) -> R {
 impl Entry<'_> {
     /// One JSON object and a newline.
     pub fn json(&self, out: &mut Vec<u8>) {
-        if serde_json::to_writer(&mut *out, self).is_ok() {
-            out.push(b'\n');
-        } else {
-            out.clear();
-        }
+        super::json::write(self, out)
     }
 
     /// nginx's `combined`: `client - - [time] "request" status bytes "-" "-"` (no referer or user
@@ -220,6 +154,20 @@ mod tests {
         assert_eq!(v["path"], "/a?b=\"c\"");
         assert_eq!(v["status"], 502);
         assert_eq!(v["upstream_ms"], 0.25);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["listener"], "127.0.0.1:8080");
+        assert_eq!(v["tls"], "TLSv1.3");
+        assert_eq!(v["retries"], 1);
+        assert_eq!(v["request_id"], "abc");
+        let mut e = entry(at);
+        e.path = "/\u{1}\"\\é?x";
+        e.tls = None;
+        e.upstream_ms = None;
+        let mut out = Vec::new();
+        e.json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["path"], "/\u{1}\"\\é?x");
+        assert_eq!((v["tls"].is_null(), v["upstream_ms"].is_null()), (true, true));
         assert_eq!(v["error"], "ConnectRefused");
         assert_eq!(v.as_object().unwrap().len(), 18);
         for a in [

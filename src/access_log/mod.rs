@@ -8,6 +8,7 @@
 //! No header value is written (the house rule for every log): the `combined` format's referer and
 //! user agent are `-`.
 
+mod json;
 pub mod line;
 pub mod writer;
 
