@@ -9,7 +9,10 @@ use std::time::UNIX_EPOCH;
 
 pub fn write(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
-    let ms = e.at.duration_since(UNIX_EPOCH).unwrap_or_default().subsec_millis();
+    let ms =
+        e.at.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_millis();
     with_second(e.at, |rfc, _| out.extend_from_slice(rfc.as_bytes()));
     out.push(b'.');
     out.extend_from_slice(&[

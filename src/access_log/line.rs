@@ -167,7 +167,10 @@ mod tests {
         e.json(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["path"], "/\u{1}\"\\é?x");
-        assert_eq!((v["tls"].is_null(), v["upstream_ms"].is_null()), (true, true));
+        assert_eq!(
+            (v["tls"].is_null(), v["upstream_ms"].is_null()),
+            (true, true)
+        );
         assert_eq!(v["error"], "ConnectRefused");
         assert_eq!(v.as_object().unwrap().len(), 18);
         for a in [

@@ -162,6 +162,7 @@ pub fn health(f: &UpstreamsFile) -> Result<crate::pools::health::HealthConfig, K
         timeout: Duration::from_millis(h.timeout_ms),
         rise: h.rise,
         fall: h.fall,
+        passive: h.passive,
     })
 }
 

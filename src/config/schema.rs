@@ -370,6 +370,9 @@ pub struct HealthCheckFile {
     pub rise: usize,
     #[serde(default = "default_fall")]
     pub fall: usize,
+    /// `fall` connect failures or 5xx answers of live traffic take a backend out too.
+    #[serde(default = "yes")]
+    pub passive: bool,
 }
 
 fn default_health_host() -> String {

@@ -25,6 +25,9 @@ pub struct HealthConfig {
     pub timeout: Duration,
     pub rise: usize,
     pub fall: usize,
+    /// Whether failures of live traffic take a backend out (only with the `health_check` section:
+    /// without it, a 5xx never changes routing, as before).
+    pub passive: bool,
 }
 
 impl HealthConfig {
@@ -38,6 +41,7 @@ impl HealthConfig {
             timeout,
             rise: 1,
             fall: 1,
+            passive: false,
         }
     }
 }
@@ -62,13 +66,15 @@ pub struct Observed {
     tracked: AtomicUsize,
     /// Taken out by traffic.
     down: AtomicUsize,
+    /// 0: passive health off.
     fall: AtomicUsize,
 }
 
 impl Observed {
+    /// `fall` failures in a row take a backend out; 0: traffic never does.
     pub fn new(fall: usize) -> Arc<Self> {
         let o = Observed::default();
-        o.fall.store(fall.max(1), Ordering::Relaxed);
+        o.fall.store(fall, Ordering::Relaxed);
         Arc::new(o)
     }
 
@@ -80,6 +86,9 @@ impl Observed {
     /// A request to `addr` failed to connect or got a 5xx.
     pub fn failed(&self, addr: SocketAddr) {
         let fall = self.fall.load(Ordering::Relaxed);
+        if fall == 0 {
+            return;
+        }
         let mut e = self.failures.entry(addr).or_insert_with(|| {
             self.tracked.fetch_add(1, Ordering::Relaxed);
             (0, false)
@@ -235,6 +244,16 @@ mod tests {
         for bad in ["", "abc", "399-200", "99", "200-600", "200-"] {
             assert_eq!(parse_expect(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn without_passive_health_traffic_changes_nothing() {
+        let o = Observed::new(0);
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for _ in 0..10 {
+            o.failed(a);
+        }
+        assert!(!o.passive_down(&a));
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Pools {
 
     pub fn with_health(c: &HealthConfig) -> Self {
         let registry = Arc::new(HealthRegistry::new());
-        let observed = Observed::new(c.fall);
+        let observed = Observed::new(if c.passive { c.fall } else { 0 });
         registry.set_health_check(Box::new(Recording::new(c, observed.clone())));
         Pools {
             inner: Arc::new(PoolsInner {

@@ -208,7 +208,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     keep_alive,
                 } => {
                     let started = std::time::Instant::now();
-                    *served += 1;
+                    *served = served.saturating_add(1);
                     let keep_alive = keep_alive && self.keepalive_secs(shutdown, *served).is_some();
                     let mut out = Vec::with_capacity(256);
                     write_answer(&mut out, &body, head_only, keep_alive);
@@ -288,7 +288,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             {
                 return None;
             }
-            served += 1;
+            served = served.saturating_add(1);
             // As Pingora's HTTP/1 loop: keep-alive unless shutting down. Pipelining stays off in
             // Pingora, so a reused connection comes back with nothing read past its request.
             let mut session = ServerSession::new_http1(stream);

@@ -167,3 +167,16 @@ async fn bad_health_check_settings_are_refused_naming_the_key() {
         assert!(err.contains(key), "{yaml}: {err}");
     }
 }
+
+/// Without `upstreams.health_check`, a backend's 5xx answers never change routing (as before the
+/// section existed): a single backend answering 502 keeps receiving every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_section_5xx_answers_change_no_routing() {
+    let bad = Fixed::start(502).await;
+    let e = Edgeward::start("").await;
+    e.put_domain("site.test", &[bad.addr], "").await;
+    for _ in 0..10 {
+        assert_eq!(served_by(&e).await, "fixed-502");
+    }
+    assert_eq!(backend(&e, bad.addr).await["passive_down"], false);
+}
