@@ -74,6 +74,42 @@ pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<ListQuery, FieldEr
     Ok(q)
 }
 
+/// A page being filled: at most `limit` items (all without a limit), and whether more came after.
+pub struct Pager<T> {
+    items: Vec<T>,
+    limit: Option<usize>,
+    more: bool,
+}
+
+impl<T> Pager<T> {
+    pub fn new(q: &ListQuery) -> Self {
+        Pager {
+            items: Vec::new(),
+            limit: q.limit,
+            more: false,
+        }
+    }
+
+    /// Add `t`; false once the page is full (then `t` is the first item of the next page).
+    pub fn offer(&mut self, t: T) -> bool {
+        if self.limit.is_some_and(|l| self.items.len() == l) {
+            self.more = true;
+            return false;
+        }
+        self.items.push(t);
+        true
+    }
+
+    /// The items, and the next page's cursor (the last item's key) when more came after.
+    pub fn finish(self, key: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+        let next = self
+            .more
+            .then(|| self.items.last().map(|t| key(t).to_string()))
+            .flatten();
+        (self.items, next)
+    }
+}
+
 /// One page of a list sorted by `key`: what comes after the cursor and matches the prefix, at most
 /// `limit` items (all without a limit), and the cursor of the next page.
 pub fn page<T>(
@@ -81,23 +117,17 @@ pub fn page<T>(
     key: impl Fn(&T) -> &str,
     q: &ListQuery,
 ) -> (Vec<T>, Option<String>) {
-    let mut items = Vec::new();
-    let mut more = false;
+    let mut pager = Pager::new(q);
     for t in sorted {
         let k = key(&t);
         if q.after.as_deref().is_some_and(|a| k <= a) || !k.starts_with(&q.prefix) {
             continue;
         }
-        if q.limit.is_some_and(|l| items.len() == l) {
-            more = true;
+        if !pager.offer(t) {
             break;
         }
-        items.push(t);
     }
-    let next = more
-        .then(|| items.last().map(|t| key(t).to_string()))
-        .flatten();
-    (items, next)
+    pager.finish(key)
 }
 
 /// The answer: the bare array without `limit` (as before paging existed), else items and cursor.

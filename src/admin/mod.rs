@@ -127,28 +127,18 @@ impl AdminApp {
                 });
                 self.change(r, StatusCode::NO_CONTENT).await
             }
-            ("GET", ["v1", "certificates"]) => {
-                match list::parse(query, &["limit", "after", "prefix"]) {
-                    Ok(q) => {
-                        let all = self.control.certificates();
-                        let (items, next) = list::page(all, |b| b.host.as_str(), &q);
-                        let infos: Vec<CertInfo> =
-                            items.iter().map(|b| CertInfo::from(b.as_ref())).collect();
-                        reply(StatusCode::OK, &list::body(&infos, next, &q))
-                    }
-                    Err(e) => field_error(e),
-                }
-            }
-            ("GET", ["v1", "challenges"]) => {
-                match list::parse(query, &["limit", "after", "prefix"]) {
-                    Ok(q) => {
-                        let all = self.control.challenges();
-                        let (items, next) = list::page(all, |c| c.token.as_str(), &q);
-                        reply(StatusCode::OK, &list::body(&items, next, &q))
-                    }
-                    Err(e) => field_error(e),
-                }
-            }
+            ("GET", ["v1", "certificates"]) => list_sorted(
+                query,
+                self.control.certificates(),
+                |b| b.host.as_str(),
+                |b| CertInfo::from(b.as_ref()),
+            ),
+            ("GET", ["v1", "challenges"]) => list_sorted(
+                query,
+                self.control.challenges(),
+                |c| c.token.as_str(),
+                Clone::clone,
+            ),
             ("GET", ["v1", "certificates", host]) => match ops::domain_host(&decoded(host)) {
                 Ok(h) => match self.control.certificate(&h) {
                     Some(b) => reply(StatusCode::OK, &CertInfo::from(b.as_ref())),
@@ -215,30 +205,15 @@ impl AdminApp {
         };
         let now = crate::model::unix_now() as i64;
         let horizon = q.expiring_within_days.map(|d| now + d as i64 * 86_400);
-        let mut items = Vec::new();
-        let mut more = false;
+        let mut pager = list::Pager::new(&q);
         self.control
             .scan_domains(q.after.as_deref(), &q.prefix, |d| {
                 let (state, not_after) = self.cert_state(d);
                 let keep = q.cert_state.is_none_or(|want| state == Some(want))
                     && horizon.is_none_or(|h| not_after.is_some_and(|t| t <= h));
-                if !keep {
-                    return true;
-                }
-                if q.limit.is_some_and(|l| items.len() == l) {
-                    more = true;
-                    return false;
-                }
-                items.push(self.domain_view(d));
-                true
+                !keep || pager.offer(self.domain_view(d))
             });
-        let next = more
-            .then(|| {
-                items
-                    .last()
-                    .and_then(|v| v["host"].as_str().map(str::to_string))
-            })
-            .flatten();
+        let (items, next) = pager.finish(|v| v["host"].as_str().unwrap_or(""));
         reply(StatusCode::OK, &list::body(&items, next, &q))
     }
 
@@ -329,6 +304,24 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
                 ))
             }
         }
+    }
+}
+
+/// A list sorted by `key` (certificates, challenges), paged by `limit`, `after` and `prefix`, each
+/// item shown as `view` makes it.
+fn list_sorted<T, V: Serialize>(
+    query: Option<&str>,
+    all: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    view: impl Fn(&T) -> V,
+) -> Reply {
+    match list::parse(query, &["limit", "after", "prefix"]) {
+        Ok(q) => {
+            let (items, next) = list::page(all, key, &q);
+            let shown: Vec<V> = items.iter().map(view).collect();
+            reply(StatusCode::OK, &list::body(&shown, next, &q))
+        }
+        Err(e) => field_error(e),
     }
 }
 
