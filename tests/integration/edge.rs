@@ -414,13 +414,5 @@ async fn redirects_name_the_configured_https_port() {
         assert_eq!(resp.headers()["location"], want);
     }
     let e = Edgeward::new("  https_redirect_port: 0\n");
-    e.write_config();
-    let out = std::process::Command::new(crate::harness::bin())
-        .arg("-t")
-        .arg("-c")
-        .arg(e.config_path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("edgeward.https_redirect_port"));
+    assert!(e.refused(&["-t"]).contains("edgeward.https_redirect_port"));
 }

@@ -301,14 +301,7 @@ async fn private_keys_are_encrypted_in_etcd_when_a_key_file_is_set() {
     nodes[0]
         .put_domain("sealed.test", &[up], r#", "tls": "manual""#)
         .await;
-    let (status, v) = nodes[0]
-        .api(
-            "PUT",
-            "/v1/certificates/sealed.test",
-            Some(&leaf.upload_body()),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
+    nodes[0].put_certificate("sealed.test", &leaf).await;
     let (port, root) = (nodes[1].https, pki.root.clone());
     let serial = eventually("node 2 to serve the certificate", || {
         let root = root.clone();

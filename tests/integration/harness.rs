@@ -362,6 +362,32 @@ impl Edgeward {
         assert_eq!(status, 200, "{v}");
     }
 
+    /// Upload `leaf` as the certificate of `host`; the upload must succeed.
+    pub async fn put_certificate(&self, host: &str, leaf: &crate::certs::Leaf) {
+        let path = format!("/v1/certificates/{host}");
+        let (status, v) = self.api("PUT", &path, Some(&leaf.upload_body())).await;
+        assert_eq!(status, 200, "{v}");
+    }
+
+    /// Run edgeward on this configuration with `args` (`-t` for a check only) and expect it to
+    /// refuse: its error output.
+    pub fn refused(&self, args: &[&str]) -> String {
+        self.write_config();
+        let out = Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(self.config_path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "accepted: {}",
+            self.config_path().display()
+        );
+        err
+    }
+
     /// A GET on the intercepting HTTP listener with this Host header: (status, body).
     pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
         self.get_on(self.http, host, path).await

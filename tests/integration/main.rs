@@ -12,6 +12,7 @@ mod edge;
 mod etcd;
 mod fleet;
 mod fleet_ha;
+mod haproxy;
 mod harness;
 mod health;
 mod import;

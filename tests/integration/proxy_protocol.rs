@@ -3,57 +3,39 @@
 //! sender does.
 
 use crate::certs::{Key, Pki};
+use crate::haproxy::HaProxy;
 use crate::harness::{eventually, free_port, Edgeward, Upstream};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// HAProxy in TCP mode: each (listen port, edgeward port, server option) a frontend/backend pair.
-struct HaProxy(Child);
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+fn haproxy_in_front(dir: &Path, routes: &[(u16, u16, &str)]) -> HaProxy {
+    let mut cfg = String::from(
+        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n",
+    );
+    for (i, (listen, to, option)) in routes.iter().enumerate() {
+        cfg += &format!(
+            "listen l{i}\n  bind 127.0.0.1:{listen}\n  server e 127.0.0.1:{to} {option}\n"
+        );
     }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    HaProxy::start(&path)
 }
 
-impl HaProxy {
-    fn start(dir: &Path, routes: &[(u16, u16, &str)]) -> HaProxy {
-        let mut cfg = String::from(
-            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n",
-        );
-        for (i, (listen, to, option)) in routes.iter().enumerate() {
-            cfg += &format!(
-                "listen l{i}\n  bind 127.0.0.1:{listen}\n  server e 127.0.0.1:{to} {option}\n"
-            );
-        }
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let check = Command::new("haproxy")
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output();
-        let check = check.expect("haproxy (Debian package haproxy)");
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        HaProxy(child)
-    }
+/// A PROXY-protocol listener of each kind on `e` (not started yet): (plain port, TLS port).
+fn proxy_protocol_listeners(e: &mut Edgeward) -> (u16, u16) {
+    let (http, https) = (free_port(), free_port());
+    e.more_http.push(format!(
+        "{{listen: \"127.0.0.1:{http}\", proxy_protocol: true}}"
+    ));
+    e.more_https.push(format!(
+        "{{listen: \"127.0.0.1:{https}\", proxy_protocol: true}}"
+    ));
+    (http, https)
 }
 
 /// A client whose connections come from 127.0.0.2 (HAProxy then connects to edgeward from
@@ -75,29 +57,16 @@ fn client_from_127_0_0_2(pki: Option<&Pki>, tls_port: u16) -> reqwest::Client {
 async fn haproxy_send_proxy_v1_and_v2_name_the_client_on_plain_and_tls_listeners() {
     let pki = Arc::new(Pki::new());
     let up = Upstream::start("up").await;
-    let (pp_http, pp_https) = (free_port(), free_port());
     let mut e = Edgeward::new("");
     let log = e.dir.join("access.log");
     e.extra = format!("  access_log: {{path: \"{}\"}}\n", log.display());
-    e.more_http.push(format!(
-        "{{listen: \"127.0.0.1:{pp_http}\", proxy_protocol: true}}"
-    ));
-    e.more_https.push(format!(
-        "{{listen: \"127.0.0.1:{pp_https}\", proxy_protocol: true}}"
-    ));
+    let (pp_http, pp_https) = proxy_protocol_listeners(&mut e);
     e.spawn().await;
     e.put_domain("site.test", &[up.addr], "").await;
-    let leaf = pki.leaf(&["site.test"], Key::Ecdsa);
-    let (s, v) = e
-        .api(
-            "PUT",
-            "/v1/certificates/site.test",
-            Some(&leaf.upload_body()),
-        )
+    e.put_certificate("site.test", &pki.leaf(&["site.test"], Key::Ecdsa))
         .await;
-    assert_eq!(s, 200, "{v}");
     let (v1, v2, v2_tls) = (free_port(), free_port(), free_port());
-    let _haproxy = HaProxy::start(
+    let _haproxy = haproxy_in_front(
         &e.dir,
         &[
             (v1, pp_http, "send-proxy"),
@@ -167,14 +136,8 @@ async fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn missing_malformed_and_oversized_headers_close_the_connection() {
     let up = Upstream::start("up").await;
-    let (pp_http, pp_https) = (free_port(), free_port());
     let mut e = Edgeward::new("  downstream: {request_header_timeout_ms: 1000}\n");
-    e.more_http.push(format!(
-        "{{listen: \"127.0.0.1:{pp_http}\", proxy_protocol: true}}"
-    ));
-    e.more_https.push(format!(
-        "{{listen: \"127.0.0.1:{pp_https}\", proxy_protocol: true}}"
-    ));
+    let (pp_http, pp_https) = proxy_protocol_listeners(&mut e);
     e.spawn().await;
     e.put_domain("site.test", &[up.addr], "").await;
     let get = b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
