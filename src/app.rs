@@ -254,6 +254,7 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
             policy: config.policy,
             challenge_ttl: config.challenge_ttl_seconds,
         },
+        orders: config.acme.is_some(),
     });
     server.add_service(AdminService {
         app,

@@ -209,6 +209,47 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `POST /v1/domains/{host}/renew`: the domain as shown after the request.
+    pub async fn domain_renew(&self, host: &str) -> anyhow::Result<Value> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/domains/{}/renew", enc(host)),
+                None,
+            )
+            .await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/events?after=ID`: `{"events": [...], "last_id": N, "missed": M}`.
+    pub async fn events(&self, after: u64) -> anyhow::Result<Value> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/events?after={after}"),
+                None,
+            )
+            .await?;
+        Ok(v.unwrap_or(Value::Null))
+    }
+}
+
+/// One event per line: TIME KIND HOST MESSAGE, then the error indented on the next line.
+pub fn event_line(e: &Value) -> String {
+    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+    let host = match s("host") {
+        "" => "-",
+        h => h,
+    };
+    let mut line = format!("{}  {:<20}  {host}  {}", s("time"), s("kind"), s("message"));
+    if let Some(err) = e.get("error").and_then(Value::as_str) {
+        line.push_str("\n    error: ");
+        line.push_str(err);
+    }
+    line
+}
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }

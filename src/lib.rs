@@ -14,7 +14,8 @@
 //! - `proxy`: Pingora's `ProxyHttp`, with `proxy::front` reading each HTTP/1 request head first
 //!   (after the PROXY protocol header, `proxy::proxy_protocol`); `access_log` writes a line per
 //!   request from a thread of its own.
-//! - `control`: the single writer (commit, apply, restore, the upgrade hand-over, the fleet watch).
+//! - `control`: the single writer (commit, apply, restore, the upgrade hand-over, the fleet watch);
+//!   it keeps `events`, the ring of recent activity the API and the console show.
 //! - `acme`, `admin` (the JSON API), `client` (the operator CLI), `config` (the YAML file).
 //! - `app`: assembling the Pingora server.
 
@@ -25,6 +26,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod events;
 pub mod http1;
 pub mod import;
 pub mod metrics;

@@ -62,6 +62,18 @@ enum Command {
     /// Import another proxy's configuration through one admin batch.
     #[command(subcommand)]
     Import(ImportCmd),
+    /// Print recent events (admin changes, ACME orders, renewals, certificate swaps), oldest first.
+    Events {
+        /// Only events after this id (the last id printed before).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep printing new events as they happen (polls every 2 seconds).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print the API's JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +152,8 @@ enum DomainCmd {
     Get { host: String },
     /// Delete a domain.
     Rm { host: String },
+    /// Order a new Let's Encrypt certificate now (tls auto; within the order budget and back-off).
+    Renew { host: String },
 }
 
 #[derive(Subcommand)]
@@ -277,6 +291,31 @@ fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::
             }
             Command::Domain(DomainCmd::Get { host }) => print(c.domain_get(&host).await?),
             Command::Domain(DomainCmd::Rm { host }) => c.domain_rm(&host).await?,
+            Command::Domain(DomainCmd::Renew { host }) => print(c.domain_renew(&host).await?),
+            Command::Events { mut after, follow, json } => loop {
+                let mut page = c.events(after).await?;
+                if page["last_id"].as_u64().is_some_and(|last| last < after) {
+                    // Ids count from 1 again in a new process (a restart or an upgrade).
+                    eprintln!("(edgeward restarted: its events count from 1 again)");
+                    after = 0;
+                    page = c.events(0).await?;
+                }
+                if json {
+                    print(page.clone());
+                } else {
+                    if let Some(n) = page["missed"].as_u64().filter(|n| *n > 0) {
+                        eprintln!("({n} older events were dropped from the ring)");
+                    }
+                    for e in page["events"].as_array().into_iter().flatten() {
+                        println!("{}", client::event_line(e));
+                    }
+                }
+                after = page["last_id"].as_u64().unwrap_or(after);
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            },
             Command::Challenge(ChallengeCmd::Put { token, host, key_authorization, ttl }) => {
                 print(c.challenge_put(&token, &host, &key_authorization, ttl).await?);
             }

@@ -157,6 +157,23 @@ pub static ACME_EXPIRING_7D: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static ACME_CERT_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edgeward_acme_certificates",
+        "tls auto domains by certificate state (pending, valid, renewing, failed)",
+        &["state"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ACME_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "edgeward_acme_orders_in_flight",
+        "ACME orders placed and not finished"
+    )
+    .expect("metric registers once")
+});
+
 pub static STATE_WRITE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edgeward_state_write_errors_total",

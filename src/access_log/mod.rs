@@ -1,6 +1,6 @@
 //! The access log: one line per request on every proxy listener (`edgeward.access_log`), challenge
-//! answers from the front included. A line is formatted on the request's thread into a per-thread
-//! scratch buffer and appended to one shared buffer (a short lock, no allocation, no wake-up); a
+//! answers from the front included. A line is formatted on the request's thread straight into one
+//! shared buffer (a short lock, no allocation, no wake-up); a
 //! writer thread (`writer`) takes the whole buffer every `writer::TICK` and appends it to the file with
 //! one write. A buffer past `MAX_BUFFERED` drops the line instead of waiting: the proxy never blocks
 //! on the disk. Drops are counted (`edgeward_access_log_dropped_total`) and reported once per second.
@@ -13,7 +13,6 @@ pub mod line;
 pub mod writer;
 
 use crate::metrics;
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -57,10 +56,6 @@ pub struct AccessLog {
     format: Format,
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
-}
-
 impl AccessLog {
     /// The handle, and the buffer for `writer::Writer`.
     pub fn new(config: &AccessLogConfig) -> (Arc<AccessLog>, Arc<Pending>) {
@@ -72,34 +67,33 @@ impl AccessLog {
         (Arc::new(log), pending)
     }
 
-    /// Queue one line; never waits for the disk.
+    /// Queue one line; never waits for the disk. The line is formatted straight into the shared
+    /// buffer (a few hundred nanoseconds under the lock, no copy and no scratch buffer) and cut off
+    /// again when it does not fit.
     pub fn log(&self, entry: &Entry) {
-        SCRATCH.with(|s| {
-            let mut out = s.borrow_mut();
-            out.clear();
-            match self.format {
-                Format::Json => entry.json(&mut out),
-                Format::Combined => entry.combined(&mut out),
-            }
-            let mut lines = self.pending.lines.lock().unwrap_or_else(|p| p.into_inner());
-            if lines.len() + out.len() > MAX_BUFFERED {
-                drop(lines);
-                metrics::ACCESS_LOG_DROPPED.inc();
-                return;
-            }
-            let before = lines.len();
-            lines.extend_from_slice(&out);
-            let wake = before < WAKE_AT && lines.len() >= WAKE_AT;
+        let mut lines = self.pending.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let before = lines.len();
+        match self.format {
+            Format::Json => entry.json(&mut lines),
+            Format::Combined => entry.combined(&mut lines),
+        }
+        if lines.len() > MAX_BUFFERED {
+            lines.truncate(before);
             drop(lines);
-            if wake {
-                self.pending.full.notify_one();
-            }
-        })
+            metrics::ACCESS_LOG_DROPPED.inc();
+            return;
+        }
+        let wake = before < WAKE_AT && lines.len() >= WAKE_AT;
+        drop(lines);
+        if wake {
+            self.pending.full.notify_one();
+        }
     }
 }
 
-/// A request id: 128 random bits in hex (also sent upstream as `X-Request-Id`).
-pub fn request_id() -> String {
+/// A request id: 128 random bits in hex, ready to be sent upstream as `X-Request-Id` (one
+/// allocation, shared by the header and the log line).
+pub fn request_id() -> http::HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut x = rand::random::<u128>();
     let mut b = [0u8; 32];
@@ -107,5 +101,5 @@ pub fn request_id() -> String {
         *c = HEX[(x & 15) as usize];
         x >>= 4;
     }
-    String::from_utf8_lossy(&b).into_owned()
+    http::HeaderValue::from_bytes(&b).expect("hex digits are a valid header value")
 }

@@ -9,6 +9,7 @@ use super::schedule::{jitter_of, next_attempt, renew_at};
 use super::{AcmeConfig, CertState, CertStatus};
 use crate::control::handover::{until_closing, until_writable, Handover};
 use crate::control::{unix_now, ApplyError, Control};
+use crate::events::Kind;
 use crate::metrics;
 use crate::model::{AccountRecord, Backoff, Change, TlsMode};
 use crate::model::{CertRecord, CertSource};
@@ -168,7 +169,9 @@ impl Manager {
             if track.in_flight {
                 continue;
             }
-            let due_at = renew.unwrap_or(now).max(track.next_attempt);
+            // Renewal asked for by an operator: due now, still within the back-off and budget.
+            let asked = self.control.renewal_requested(&host);
+            let due_at = if asked { now } else { renew.unwrap_or(now) }.max(track.next_attempt);
             if due_at > now {
                 wake = wake.min(due_at);
                 continue;
@@ -220,6 +223,15 @@ impl Manager {
                     continue;
                 }
             }
+            self.control.renewal_done(&host);
+            let why = match (&bundle, asked) {
+                (None, _) => "ordering a first certificate".to_string(),
+                (Some(_), true) => "renewing now, as asked".to_string(),
+                (Some(b), false) => format!("renewing (expires {})", rfc3339(b.not_after)),
+            };
+            self.control
+                .events()
+                .record(Kind::OrderStarted, Some(&host), why, None);
             self.tracks().entry(host.clone()).or_default().in_flight = true;
             self.publish_status(&host, &self.tracks()[&host].clone(), now);
             let me = self.clone();
@@ -246,6 +258,14 @@ impl Manager {
             });
         }
         metrics::ACME_EXPIRING_7D.set(expiring);
+        for (state, n) in self.control.acme_state_counts() {
+            let label = serde_json::to_value(state).unwrap_or_default();
+            metrics::ACME_CERT_STATES
+                .with_label_values(&[label.as_str().unwrap_or("")])
+                .set(n);
+        }
+        let in_flight = self.tracks().values().filter(|t| t.in_flight).count();
+        metrics::ACME_IN_FLIGHT.set(in_flight as i64);
         let left = self.control.acme_stored().budget.left(
             now,
             self.cfg.max_orders_per_window,
@@ -418,6 +438,14 @@ impl Manager {
                         metrics::ACME_RENEWALS.inc();
                     }
                     log::info!("certificate for {host} issued");
+                    let what = if renewal {
+                        "certificate renewed"
+                    } else {
+                        "certificate issued"
+                    };
+                    self.control
+                        .events()
+                        .record(Kind::OrderIssued, Some(host), what.into(), None);
                     *t = Track::default();
                     if stored.is_some() {
                         persist = Some((None, 0));
@@ -426,6 +454,12 @@ impl Manager {
                 Err(OrderError::Abandoned) => {
                     metrics::ACME_ORDERS.with_label_values(&["abandoned"]).inc();
                     log::info!("order for {host} abandoned");
+                    self.control.events().record(
+                        Kind::OrderAbandoned,
+                        Some(host),
+                        "order abandoned: the domain no longer wants this certificate".into(),
+                        None,
+                    );
                 }
                 Err(e) => {
                     metrics::ACME_ORDERS.with_label_values(&["failed"]).inc();
@@ -462,6 +496,16 @@ impl Manager {
                         "order for {host} failed ({} in a row), next attempt {}: {e}",
                         t.failures,
                         rfc3339(t.next_attempt)
+                    );
+                    self.control.events().record(
+                        Kind::OrderFailed,
+                        Some(host),
+                        format!(
+                            "order failed ({} in a row); next attempt {}",
+                            t.failures,
+                            rfc3339(t.next_attempt)
+                        ),
+                        t.last_error.clone(),
                     );
                 }
             }

@@ -18,15 +18,27 @@ pub struct ListQuery {
     pub prefix: String,
     pub cert_state: Option<CertState>,
     pub expiring_within_days: Option<u64>,
+    /// Certificates only: soonest expiry first instead of by host.
+    pub by_expiry: bool,
+}
+
+/// The `key=value` pairs of a query string, values decoded (`+` and `%XX`).
+pub fn pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = v.replace('+', " ");
+            (k, percent_decode_str(&v).decode_utf8_lossy().into_owned())
+        })
 }
 
 /// Parse `query` (the URI's query string), accepting only the parameters in `allowed`.
 pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<ListQuery, FieldError> {
     let mut q = ListQuery::default();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = v.replace('+', " ");
-        let v = percent_decode_str(&v).decode_utf8_lossy().into_owned();
+    for (k, v) in pairs(query) {
         if !allowed.contains(&k) {
             return Err(FieldError::new(
                 k,
@@ -67,6 +79,13 @@ pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<ListQuery, FieldEr
                         "must be a number of days, 0 to 3650",
                     )
                 })?);
+            }
+            "sort" => {
+                q.by_expiry = match v.as_str() {
+                    "host" => false,
+                    "not_after" => true,
+                    _ => return Err(FieldError::new("sort", "must be `host` or `not_after`")),
+                }
             }
             _ => unreachable!("allowed parameters are handled"),
         }

@@ -85,6 +85,8 @@ impl Service for AdminService {
             }
         };
         log::debug!("admin API on {} (fd {})", self.addr, listener.as_raw_fd());
+        // The token is never in the URL logged: the page asks for it (or reads `#token=` itself).
+        log::info!("console: http://{}/console/", self.addr);
         self.handover.announce_ready();
         // Set once this process stops taking admin requests: hand-over or shutdown.
         let (stop_tx, stop) = watch::channel(false);

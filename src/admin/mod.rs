@@ -1,7 +1,9 @@
 //! The admin API: JSON over HTTP/1.1 on its own listener. Every call but `GET /v1/health` needs the
 //! bearer token. A call that changes something returns once the change is durable and live.
 
+mod activity;
 pub mod auth;
+mod console;
 pub mod list;
 pub mod listener;
 pub mod ops;
@@ -27,6 +29,8 @@ pub struct AdminApp {
     pub control: Arc<Control>,
     pub token: AdminToken,
     pub limits: ops::Limits,
+    /// This node runs the ACME manager (`edgeward.acme`): renew requests can be served.
+    pub orders: bool,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -52,6 +56,10 @@ impl ServeHttp for AdminApp {
                 StatusCode::OK,
                 &json!({"status": "ok", "pid": std::process::id(), "writer": writer}),
             );
+        }
+        // The console's page and assets: no data in them, so no token (the page asks for it).
+        if let Some(r) = console::serve(&method, &path) {
+            return r;
         }
         let auth = session
             .req_header()
@@ -109,6 +117,8 @@ impl AdminApp {
                 let r = ops::put_domain(&decoded(host), body, self.limits);
                 self.change(r, StatusCode::OK).await
             }
+            ("POST", ["v1", "domains", host, "renew"]) => self.renew(&decoded(host)),
+            ("GET", ["v1", "events"]) => self.events(query),
             ("DELETE", ["v1", "domains", host]) => {
                 let r = ops::domain_host(&decoded(host)).map(|host| Change::DeleteDomain { host });
                 self.change(r, StatusCode::NO_CONTENT).await
@@ -127,12 +137,7 @@ impl AdminApp {
                 });
                 self.change(r, StatusCode::NO_CONTENT).await
             }
-            ("GET", ["v1", "certificates"]) => list_sorted(
-                query,
-                self.control.certificates(),
-                |b| b.host.as_str(),
-                |b| CertInfo::from(b.as_ref()),
-            ),
+            ("GET", ["v1", "certificates"]) => certificates(query, self.control.certificates()),
             ("GET", ["v1", "challenges"]) => list_sorted(
                 query,
                 self.control.challenges(),
@@ -162,8 +167,12 @@ impl AdminApp {
                 match ops::batch(body, self.limits, self.control.atomic_limit()) {
                     Ok(changes) => {
                         let n = changes.len();
+                        let note = activity::batch_note(&changes);
                         match self.control.apply(changes).await {
-                            Ok(()) => reply(StatusCode::OK, &json!({"applied": n})),
+                            Ok(()) => {
+                                self.record(note);
+                                reply(StatusCode::OK, &json!({"applied": n}))
+                            }
                             Err(e) => apply_error(e),
                         }
                     }
@@ -171,7 +180,10 @@ impl AdminApp {
                 }
             }
             (_, ["metrics"])
-            | (_, ["v1", "domains" | "challenges" | "batch" | "upstreams" | "certificates", ..])
+            | (
+                _,
+                ["v1", "domains" | "challenges" | "batch" | "upstreams" | "certificates" | "events", ..],
+            )
             | (_, ["v1", "openapi.json"]) => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this path",
@@ -180,12 +192,26 @@ impl AdminApp {
         }
     }
 
-    /// A domain as the API shows it: the stored object, plus `certificate` for `tls: "auto"`.
+    /// A domain as the API shows it: the stored object, plus `certificate`: for `tls: "auto"` the
+    /// manager's status, for `tls: "manual"` the state and expiry of the certificate it is served.
     fn domain_view(&self, d: &crate::model::Domain) -> serde_json::Value {
+        use crate::model::TlsMode;
         let mut v = serde_json::to_value(d).unwrap_or_default();
-        if d.tls == crate::model::TlsMode::Auto {
-            let status = self.control.acme_status(&d.host).unwrap_or_default();
-            v["certificate"] = serde_json::to_value(status).unwrap_or_default();
+        match d.tls {
+            TlsMode::Auto => {
+                let status = self.control.acme_status(&d.host).unwrap_or_default();
+                v["certificate"] = serde_json::to_value(status).unwrap_or_default();
+                v["certificate"]["renewal_requested"] =
+                    self.control.renewal_requested(&d.host).into();
+            }
+            TlsMode::Manual => {
+                let (state, not_after) = self.cert_state(d);
+                v["certificate"] = json!({
+                    "state": state,
+                    "not_after": not_after.map(crate::tls::rfc3339),
+                });
+            }
+            TlsMode::Off => {}
         }
         v
     }
@@ -265,9 +291,11 @@ impl AdminApp {
             Change::PutCertificate(c) => Some(c.host.clone()),
             _ => None,
         };
+        let note = activity::note(&change);
         if let Err(e) = self.control.apply(vec![change]).await {
             return apply_error(e);
         }
+        self.record(note);
         // A certificate answers with what is now served, never with the key.
         let shown = match cert_host.and_then(|h| self.control.certificate(&h)) {
             Some(b) => serde_json::to_value(CertInfo::from(b.as_ref())).ok(),
@@ -305,6 +333,35 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
             }
         }
     }
+}
+
+/// `GET /v1/certificates`: by host, or with `sort=not_after` soonest expiry first (the cursor is then
+/// the `next` of the previous page: an expiry and a host).
+fn certificates(query: Option<&str>, all: Vec<Arc<crate::tls::CertBundle>>) -> Reply {
+    let q = match list::parse(query, &["limit", "after", "prefix", "sort"]) {
+        Ok(q) => q,
+        Err(e) => return field_error(e),
+    };
+    let view = |b: &Arc<crate::tls::CertBundle>| CertInfo::from(b.as_ref());
+    if !q.by_expiry {
+        let (items, next) = list::page(all, |b| b.host.as_str(), &q);
+        let shown: Vec<CertInfo> = items.iter().map(view).collect();
+        return reply(StatusCode::OK, &list::body(&shown, next, &q));
+    }
+    // Expiry first, then host: a key that sorts as text (seconds zero-padded).
+    let mut keyed: Vec<(String, Arc<crate::tls::CertBundle>)> = all
+        .into_iter()
+        .filter(|b| b.host.starts_with(&q.prefix))
+        .map(|b| (format!("{:012}_{}", b.not_after.max(0), b.host), b))
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let q = list::ListQuery {
+        prefix: String::new(),
+        ..q
+    };
+    let (items, next) = list::page(keyed, |(k, _)| k.as_str(), &q);
+    let shown: Vec<CertInfo> = items.iter().map(|(_, b)| view(b)).collect();
+    reply(StatusCode::OK, &list::body(&shown, next, &q))
 }
 
 /// A list sorted by `key` (certificates, challenges), paged by `limit`, `after` and `prefix`, each

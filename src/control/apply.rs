@@ -1,6 +1,6 @@
 //! Durable changes into memory, and the checks a change must pass against memory before it is written.
 
-use super::{ApplyError, Control};
+use super::{ApplyError, Control, Kind};
 use crate::metrics;
 use crate::model::{Challenge, Change, Domain, TlsMode};
 use crate::state::Route;
@@ -60,11 +60,47 @@ impl Control {
             if local {
                 metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
             }
+            // A new certificate (not the same record again) is an event once it is served.
+            let cert = match &c {
+                Change::PutCertificate(r)
+                    if !self
+                        .state
+                        .certs
+                        .get(&r.host)
+                        .is_some_and(|b| b.is_stored_as(r)) =>
+                {
+                    Some(r.host.clone())
+                }
+                _ => None,
+            };
             self.apply_memory(c);
+            if let Some(host) = cert {
+                self.swapped(&host);
+            }
         }
         self.update_gauges();
         if wake {
             self.wake_watchers();
+        }
+    }
+
+    /// A live certificate change is an event (not the ones loaded at start-up).
+    fn swapped(&self, host: &str) {
+        if let Some(b) = self.state.certs.get(host) {
+            let source = match b.source {
+                crate::model::CertSource::Acme => "Let's Encrypt (ACME)",
+                crate::model::CertSource::Manual => "an upload",
+            };
+            self.events.record(
+                Kind::CertificateSwapped,
+                Some(host),
+                format!(
+                    "now serving serial {} from {source}, valid until {}",
+                    b.serial,
+                    tls::rfc3339(b.not_after)
+                ),
+                None,
+            );
         }
     }
 

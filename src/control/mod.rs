@@ -24,6 +24,7 @@ mod restore;
 pub use commit::Writes;
 
 use crate::acme::CertStatus;
+use crate::events::{Events, Kind};
 use crate::metrics;
 use crate::model::{AccountRecord, Budget, Challenge, Domain, FieldError};
 use crate::pools::Pools;
@@ -69,6 +70,11 @@ pub struct Control {
     changed: Arc<tokio::sync::Notify>,
     /// Fleet mode: own writes against the watch (never a key moved backwards).
     fresh: std::sync::Mutex<fresh::Freshness>,
+    /// Recent activity, for `GET /v1/events`.
+    events: Events,
+    /// `tls: "auto"` hosts whose renewal was asked for (`POST /v1/domains/{host}/renew`), until the
+    /// manager places the order. Memory only: a request is not a change of state.
+    renewals: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Control {
@@ -84,7 +90,32 @@ impl Control {
             acme_status: Default::default(),
             changed: Arc::default(),
             fresh: Default::default(),
+            events: Events::default(),
+            renewals: Default::default(),
         }
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Ask the ACME manager to renew `host` now (still within the order budget and any back-off).
+    pub fn request_renewal(&self, host: &str) {
+        self.renewals_mut().insert(host.to_string());
+        self.wake_watchers();
+    }
+
+    pub fn renewal_requested(&self, host: &str) -> bool {
+        self.renewals_mut().contains(host)
+    }
+
+    /// The manager placed the order (or the domain is gone): the request is done.
+    pub fn renewal_done(&self, host: &str) {
+        self.renewals_mut().remove(host);
+    }
+
+    fn renewals_mut(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.renewals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The tables, for the proxy and the TLS callback (through `State::reader`) and for start-up.
@@ -141,9 +172,23 @@ impl Control {
         self.acme_status.insert(host.to_string(), status);
     }
 
+    /// How many `tls: "auto"` domains are in each certificate state (pending, valid, renewing,
+    /// failed), for the gauges.
+    pub fn acme_state_counts(&self) -> [(crate::acme::CertState, i64); 4] {
+        use crate::acme::CertState::*;
+        let mut counts = [(Pending, 0), (Valid, 0), (Renewing, 0), (Failed, 0)];
+        for s in self.acme_status.iter() {
+            if let Some(c) = counts.iter_mut().find(|(k, _)| *k == s.state) {
+                c.1 += 1;
+            }
+        }
+        counts
+    }
+
     /// Forget the status of domains `keep` rejects (gone, or no longer `auto`).
     pub fn retain_acme_status(&self, keep: impl Fn(&str) -> bool) {
         self.acme_status.retain(|h, _| keep(h));
+        self.renewals_mut().retain(|h| keep(h));
     }
 
     pub fn domain(&self, host: &str) -> Option<Domain> {

@@ -18,7 +18,8 @@ pub struct Timing {
     pub started: Instant,
     pub upstream_started: Option<Instant>,
     pub upstream_ms: Option<f64>,
-    pub request_id: Option<String>,
+    /// Also the `X-Request-Id` sent upstream.
+    pub request_id: Option<http::HeaderValue>,
 }
 
 impl Timing {
@@ -101,7 +102,7 @@ pub fn session_line(
         upstream,
         upstream_ms: timing.upstream_ms,
         retries,
-        request_id: &id,
+        request_id: id.to_str().unwrap_or("-"),
         error,
     });
 }
@@ -144,7 +145,7 @@ pub fn answer_line(log: &AccessLog, stream: &Stream, head: &[u8], sent: usize, s
         upstream: None,
         upstream_ms: None,
         retries: 0,
-        request_id: &id,
+        request_id: id.to_str().unwrap_or("-"),
         error: None,
     });
 }

@@ -3,10 +3,13 @@
 mod access_log;
 mod acme;
 mod acme_limits;
+mod activity;
 mod admin;
+mod browser;
 mod certs;
 mod challenges;
 mod cli;
+mod console;
 mod durability;
 mod edge;
 mod etcd;

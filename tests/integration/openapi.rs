@@ -138,8 +138,15 @@ async fn every_documented_operation_answers_as_documented() {
                 !documented.is_null(),
                 "{method} {url}{q}: {status} is not documented: {text}"
             );
+            // Renew needs a tls auto domain on a node with ACME (the browser and ACME tests do
+            // that); here the example domain is tls off: the documented 409.
+            let expected_ok = if path == "/v1/domains/{host}/renew" {
+                status == "409"
+            } else {
+                status.starts_with('2')
+            };
             assert!(
-                status.starts_with('2'),
+                expected_ok,
                 "{method} {url}{q} with the example: {status} {text}"
             );
             let mut resp_doc = documented.clone();
