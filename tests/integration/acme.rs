@@ -227,6 +227,29 @@ async fn the_order_budget_is_enforced_and_survives_a_restart() {
         (cert_state(&e, "first.test").await["state"] == "valid").then_some(())
     })
     .await;
+    // Renew now is bound by the budget too: asked for, shown, not ordered.
+    let serial =
+        || async { e.api("GET", "/v1/certificates/first.test", None).await.1["serial"].clone() };
+    let before = serial().await;
+    let (status, d) = e.api("POST", "/v1/domains/first.test/renew", None).await;
+    assert_eq!(status, 202, "{d}");
+    assert_eq!(d["certificate"]["renewal_requested"], true, "{d}");
+    eventually("the renewal to wait for the budget", || async {
+        let s = cert_state(&e, "first.test").await;
+        let next = s["next_attempt"].as_str().map(unix)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        (s["renewal_requested"] == true && s["state"] == "valid" && next > now + 3000).then_some(())
+    })
+    .await;
+    assert_eq!(serial().await, before);
+    let (_, events) = e.api("GET", "/v1/events", None).await;
+    let started = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ev| ev["kind"] == "order.started")
+        .count();
+    assert_eq!(started, 1, "{events}");
     e.put_domain("second.test", &[up.addr], r#", "tls": "auto""#)
         .await;
     let wait_for_budget = || async {
@@ -279,7 +302,12 @@ async fn switching_off_auto_abandons_and_never_renews() {
         404
     );
     let (_, d) = e.api("GET", "/v1/domains/fickle.test", None).await;
-    assert!(d.get("certificate").is_none(), "{d}");
+    // Shown as a manual domain without a certificate: nothing of the abandoned order is left.
+    assert_eq!(
+        d["certificate"],
+        serde_json::json!({"state": "pending", "not_after": null}),
+        "{d}"
+    );
 }
 
 /// A TCP relay to `to` that holds new connections while paused: Pebble's validations go through it,
