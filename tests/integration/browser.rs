@@ -1,6 +1,8 @@
-//! A real headless Chromium (Debian `chromium`) driven over WebDriver (Debian `chromium-driver`,
-//! through the `fantoccini` crate), for the console tests. Each test gets its own chromedriver on a
-//! free port; screenshots go to `target/console-screenshots/`.
+//! Real headless browsers driven over WebDriver through the `fantoccini` crate, for the console
+//! tests: Chromium (Debian `chromium` + `chromium-driver`) and Firefox (Debian `firefox-esr` +
+//! geckodriver, which Debian 12 does not package: `scripts/test` builds it from crates.io into
+//! `target/tools/bin`). Each test gets its own driver on a free port; screenshots go to
+//! `target/console-screenshots/`.
 
 use crate::harness::{eventually, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -11,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 pub struct Browser {
     pub client: Client,
+    pub kind: Kind,
     driver: Child,
 }
 
@@ -25,17 +28,67 @@ impl Drop for Browser {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chromium,
+    Firefox,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Chromium => "chromium",
+            Kind::Firefox => "firefox",
+        }
+    }
+
+    /// The driver, and the capabilities of a headless session at 1280x900 (a desktop).
+    fn driver(self, port: u16) -> (Command, serde_json::Value) {
+        match self {
+            Kind::Chromium => {
+                let mut c = Command::new("chromedriver");
+                c.arg(format!("--port={port}"));
+                let caps = serde_json::json!({"goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                             "--window-size=1280,900", "--no-first-run", "--disable-extensions",
+                             "--disable-background-networking", "--disable-component-update"]
+                }});
+                (c, caps)
+            }
+            Kind::Firefox => {
+                let built =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/geckodriver");
+                let path = std::env::var_os("GECKODRIVER").map_or(built, PathBuf::from);
+                assert!(
+                    path.exists(),
+                    "{} missing: scripts/test builds it (cargo install geckodriver --root target/tools)",
+                    path.display()
+                );
+                let mut c = Command::new(path);
+                c.arg(format!("--port={port}"));
+                let caps = serde_json::json!({"moz:firefoxOptions": {
+                    "binary": "/usr/bin/firefox-esr",
+                    "args": ["-headless", "-width=1280", "-height=900"],
+                    "prefs": {"app.update.enabled": false, "browser.shell.checkDefaultBrowser": false}
+                }});
+                (c, caps)
+            }
+        }
+    }
+}
+
 impl Browser {
-    /// Chromium at 1280x900 (a desktop), headless, with its own profile.
-    pub async fn start() -> Browser {
+    /// `kind` headless, with its own profile.
+    pub async fn start_kind(kind: Kind) -> Browser {
         let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
+        let (mut cmd, caps) = kind.driver(port);
+        let driver = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .expect("chromedriver (Debian chromium-driver; scripts/test installs it)");
+            .unwrap_or_else(|e| panic!("{} driver: {e} (scripts/test installs it)", kind.name()));
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         eventually("chromedriver to listen", || async {
@@ -43,22 +96,22 @@ impl Browser {
             r.status().is_success().then_some(())
         })
         .await;
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,900", "--no-first-run", "--disable-extensions",
-                         "--disable-background-networking", "--disable-component-update"]
-            }),
-        );
+        let caps = match caps {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("capabilities are an object"),
+        };
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&url)
             .await
-            .expect("a Chromium session");
-        Browser { client, driver }
+            .unwrap_or_else(|e| panic!("a {} session: {e}", kind.name()));
+        // Firefox ignores the size flags in some versions: set it through WebDriver too.
+        client.set_window_size(1280, 900).await.unwrap();
+        Browser {
+            client,
+            driver,
+            kind,
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -121,8 +174,12 @@ impl Browser {
         self.client.execute(js, vec![]).await.unwrap()
     }
 
-    /// Save the page as `target/console-screenshots/NAME.png`.
+    /// Save the page as `target/console-screenshots/NAME.png` (`NAME-firefox.png` from Firefox).
     pub async fn screenshot(&self, name: &str) {
+        let name = match self.kind {
+            Kind::Chromium => name.to_string(),
+            Kind::Firefox => format!("{name}-firefox"),
+        };
         let png = self.client.screenshot().await.unwrap();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();

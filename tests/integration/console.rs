@@ -4,7 +4,7 @@
 //! Pebble until the state turns valid on screen, renew now (console and CLI), the activity view.
 //! Every test saves screenshots under `target/console-screenshots/`.
 
-use crate::browser::Browser;
+use crate::browser::{Browser, Kind};
 use crate::certs::{Key, Pki};
 use crate::harness::{bin, eventually, Edgeward, Upstream, TOKEN};
 use crate::pebble::Pebble;
@@ -15,8 +15,8 @@ fn console(e: &Edgeward) -> String {
 }
 
 /// Signed in through the URL fragment, as an operator's link would.
-async fn signed_in(e: &Edgeward) -> Browser {
-    let b = Browser::start().await;
+async fn signed_in(e: &Edgeward, kind: Kind) -> Browser {
+    let b = Browser::start_kind(kind).await;
     b.goto(&format!("{}#token={TOKEN}", console(e))).await;
     b.find("#overview-cards .card").await;
     b
@@ -41,6 +41,15 @@ async fn wait_rows(b: &Browser, first: &str, last: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signs_in_searches_and_pages_over_2000_domains() {
+    signs_in_searches_and_pages_over_2000_domains_in(Kind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_signs_in_searches_and_pages_over_2000_domains() {
+    signs_in_searches_and_pages_over_2000_domains_in(Kind::Firefox).await;
+}
+
+async fn signs_in_searches_and_pages_over_2000_domains_in(kind: Kind) {
     let up = Upstream::start("up").await;
     let mut e = Edgeward::new("");
     e.env.push(("RUST_LOG".into(), "info".into()));
@@ -57,7 +66,7 @@ async fn signs_in_searches_and_pages_over_2000_domains() {
     assert!(log.contains(&format!("console: {}", console(&e))), "{log}");
     assert!(!log.contains(TOKEN));
 
-    let b = Browser::start().await;
+    let b = Browser::start_kind(kind).await;
     b.goto(&console(&e)).await;
     b.find("#login").await;
     // Without a token: the form and no data.
@@ -147,9 +156,18 @@ async fn signs_in_searches_and_pages_over_2000_domains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adds_edits_uploads_and_deletes_a_domain() {
+    adds_edits_uploads_and_deletes_a_domain_in(Kind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_adds_edits_uploads_and_deletes_a_domain() {
+    adds_edits_uploads_and_deletes_a_domain_in(Kind::Firefox).await;
+}
+
+async fn adds_edits_uploads_and_deletes_a_domain_in(kind: Kind) {
     let up = Upstream::start("up").await;
     let e = Edgeward::start("").await;
-    let b = signed_in(&e).await;
+    let b = signed_in(&e, kind).await;
     let host = "new.example.test";
 
     b.goto(&format!("{}#/domain/", console(&e))).await;
@@ -196,9 +214,23 @@ async fn adds_edits_uploads_and_deletes_a_domain() {
         .api("GET", &format!("/v1/certificates/{host}"), None)
         .await;
     assert_eq!(status, 404);
-    // The real one: served, and shown.
+    // The real one, the chain pasted and the key from a file: served, and shown.
     b.fill("#f-chain", &leaf.chain_pem).await;
-    b.fill("#f-key", &leaf.key_pem).await;
+    let key_file = e.dir.join("upload-key.pem");
+    std::fs::write(&key_file, &leaf.key_pem).unwrap();
+    b.fill("#f-key", "").await;
+    b.find("#f-key-file")
+        .await
+        .send_keys(key_file.to_str().unwrap())
+        .await
+        .unwrap();
+    eventually("the key file read into the field", || async {
+        let v = b
+            .eval("return document.getElementById('f-key').value")
+            .await;
+        (v.as_str() == Some(leaf.key_pem.as_str())).then_some(())
+    })
+    .await;
     b.click("#upload").await;
     b.wait_text("#cert-status", "the uploaded certificate", |t| {
         t.contains(&leaf.serial) && t.contains("valid")
@@ -239,6 +271,15 @@ async fn adds_edits_uploads_and_deletes_a_domain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switches_lets_encrypt_on_and_renews_now() {
+    switches_lets_encrypt_on_and_renews_now_in(Kind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_switches_lets_encrypt_on_and_renews_now() {
+    switches_lets_encrypt_on_and_renews_now_in(Kind::Firefox).await;
+}
+
+async fn switches_lets_encrypt_on_and_renews_now_in(kind: Kind) {
     let up = Upstream::start("up").await;
     let mut e = Edgeward::new("");
     let p = Pebble::start(e.http, None).await;
@@ -246,7 +287,7 @@ async fn switches_lets_encrypt_on_and_renews_now() {
     e.spawn().await;
     let host = "le.test";
     e.put_domain(host, &[up.addr], "").await;
-    let b = signed_in(&e).await;
+    let b = signed_in(&e, kind).await;
     b.goto(&format!("{}#/domain/{host}", console(&e))).await;
     b.find("#f-tls").await;
     assert!(!b.find("#renew").await.is_displayed().await.unwrap());

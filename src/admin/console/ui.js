@@ -83,6 +83,8 @@ export function showError(form, e) {
   if (slot) {
     slot.textContent = e.message;
     slot.closest(".field").classList.add("invalid");
+    const general = form.querySelector(".form-error");
+    if (general) general.textContent = "Not saved: correct the field above, then try again.";
     const input = slot.closest(".field").querySelector("input, textarea, select");
     if (input) {
       input.setAttribute("aria-invalid", "true");
