@@ -8,6 +8,9 @@ use crate::tls;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Certificates of one commit recorded one event each; above this, one event for the commit.
+const SWAP_EVENTS_PER_COMMIT: usize = 16;
+
 impl Control {
     /// Changes another writer made durable (the fleet watch, the log of another process): memory only.
     pub fn apply_followed(&self, changes: Vec<Change>) {
@@ -56,12 +59,19 @@ impl Control {
         let wake = changes
             .iter()
             .any(|c| matches!(c, Change::PutDomain(d) if d.tls == TlsMode::Auto));
+        // A large batch of certificates (an import) is one event, not one per certificate.
+        let certs = changes
+            .iter()
+            .filter(|c| matches!(c, Change::PutCertificate(_)))
+            .count();
+        let each = certs <= SWAP_EVENTS_PER_COMMIT;
         for c in changes {
             if local {
                 metrics::ADMIN_CHANGES.with_label_values(&[c.kind()]).inc();
             }
             // A new certificate (not the same record again) is an event once it is served.
             let cert = match &c {
+                _ if !each => None,
                 Change::PutCertificate(r)
                     if !self
                         .state
@@ -77,6 +87,14 @@ impl Control {
             if let Some(host) = cert {
                 self.swapped(&host);
             }
+        }
+        if !each {
+            self.events.record(
+                Kind::CertificateSwapped,
+                None,
+                format!("{certs} certificates stored and served in one batch"),
+                None,
+            );
         }
         self.update_gauges();
         if wake {

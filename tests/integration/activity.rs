@@ -108,6 +108,44 @@ async fn events_renew_and_expiry_order_through_the_api() {
     let (_, after) = e.api("GET", "/v1/events", None).await;
     assert_eq!(after["last_id"].as_u64(), Some(last));
 
+    // A batch of 20 certificates (an import): one batch event and one swap event, not 20.
+    let ops: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            let h = format!("c{i}.test");
+            let l = pki.leaf(&[&h], Key::Ecdsa);
+            serde_json::json!({"op": "put_certificate", "host": h, "chain_pem": l.chain_pem, "key_pem": l.key_pem})
+        })
+        .collect();
+    let (s, v) = e
+        .api(
+            "POST",
+            "/v1/batch",
+            Some(&serde_json::json!({ "ops": ops }).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, batch) = e
+        .api("GET", &format!("/v1/events?after={last}"), None)
+        .await;
+    let got: Vec<(&str, &str)> = batch["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ev| {
+            (
+                ev["kind"].as_str().unwrap(),
+                ev["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "certificate.swapped");
+    assert!(got[0].1.starts_with("20 certificates"), "{got:?}");
+    assert_eq!(
+        got[1],
+        ("batch", "batch of 20 changes applied (20 put_certificate)")
+    );
+
     // Bad parameters: 400 naming each.
     for (query, field) in [
         ("/v1/events?after=abc", "after"),
