@@ -75,6 +75,8 @@ pub fn serve(method: &Method, path: &str) -> Option<Reply> {
     let Some((_, kind, body)) = ASSETS.iter().find(|(p, _, _)| *p == path) else {
         return Some(super::error(StatusCode::NOT_FOUND, "no such console file"));
     };
+    // HEAD: the length of what GET would send, no body.
+    let length = body.len();
     let body = if method == Method::HEAD {
         Vec::new()
     } else {
@@ -84,7 +86,7 @@ pub fn serve(method: &Method, path: &str) -> Option<Reply> {
         Response::builder()
             .status(StatusCode::OK)
             .header(http::header::CONTENT_TYPE, *kind)
-            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::CONTENT_LENGTH, length)
             .header(http::header::CONTENT_SECURITY_POLICY, CSP)
             .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
             .header(http::header::REFERRER_POLICY, "no-referrer")
@@ -118,6 +120,12 @@ mod tests {
         assert_eq!(
             serve(&Method::POST, "/console/").unwrap().status(),
             StatusCode::METHOD_NOT_ALLOWED
+        );
+        let head = serve(&Method::HEAD, "/console/").unwrap();
+        assert!(head.body().is_empty());
+        assert_eq!(
+            head.headers()[http::header::CONTENT_LENGTH],
+            r.body().len().to_string().as_str()
         );
         assert!(serve(&Method::GET, "/v1/domains").is_none());
         assert!(serve(&Method::GET, "/consoles").is_none());

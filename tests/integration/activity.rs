@@ -200,6 +200,14 @@ async fn console_assets_need_no_token_and_hold_no_data() {
         let body = r.text().await.unwrap();
         assert!(!body.contains("secret-customer"), "{path} holds data");
     }
+    let r = http.head(url("/console/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 500, "{length}");
     let r = http.get(url("/console/nope.js")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = http.post(url("/console/")).send().await.unwrap();
