@@ -84,24 +84,30 @@ impl Client {
         ))
     }
 
+    /// A call whose answer is an object; an empty answer is `null`.
+    async fn value(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        Ok(self.call(method, path, body).await?.unwrap_or(Value::Null))
+    }
+
     pub async fn domain_put(&self, host: &str, body: Value) -> anyhow::Result<Value> {
-        let v = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/domains/{}", enc(host)),
-                Some(body),
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::PUT,
+            &format!("/v1/domains/{}", enc(host)),
+            Some(body),
+        )
+        .await
     }
 
     /// `POST /v1/batch`: all the operations, or none.
     pub async fn batch(&self, ops: Vec<Value>) -> anyhow::Result<Value> {
         let body = serde_json::json!({ "ops": ops });
-        let v = self
-            .call(reqwest::Method::POST, "/v1/batch", Some(body))
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(reqwest::Method::POST, "/v1/batch", Some(body))
+            .await
     }
 
     pub async fn domain_list(&self) -> anyhow::Result<Vec<Value>> {
@@ -110,14 +116,12 @@ impl Client {
     }
 
     pub async fn domain_get(&self, host: &str) -> anyhow::Result<Value> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/domains/{}", enc(host)),
-                None,
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::GET,
+            &format!("/v1/domains/{}", enc(host)),
+            None,
+        )
+        .await
     }
 
     pub async fn domain_rm(&self, host: &str) -> anyhow::Result<()> {
@@ -141,14 +145,12 @@ impl Client {
         if let Some(t) = ttl {
             body["ttl_seconds"] = json!(t);
         }
-        let v = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/challenges/{}", enc(token)),
-                Some(body),
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::PUT,
+            &format!("/v1/challenges/{}", enc(token)),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn challenge_rm(&self, token: &str) -> anyhow::Result<()> {
@@ -170,14 +172,12 @@ impl Client {
         key_pem: String,
     ) -> anyhow::Result<Value> {
         let body = json!({"chain_pem": chain_pem, "key_pem": key_pem});
-        let v = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/certificates/{}", enc(host)),
-                Some(body),
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::PUT,
+            &format!("/v1/certificates/{}", enc(host)),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn cert_list(&self) -> anyhow::Result<Vec<Value>> {
@@ -188,14 +188,12 @@ impl Client {
     }
 
     pub async fn cert_get(&self, host: &str) -> anyhow::Result<Value> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/certificates/{}", enc(host)),
-                None,
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::GET,
+            &format!("/v1/certificates/{}", enc(host)),
+            None,
+        )
+        .await
     }
 
     pub async fn cert_rm(&self, host: &str) -> anyhow::Result<()> {
@@ -207,31 +205,25 @@ impl Client {
         .await?;
         Ok(())
     }
-}
 
-impl Client {
     /// `POST /v1/domains/{host}/renew`: the domain as shown after the request.
     pub async fn domain_renew(&self, host: &str) -> anyhow::Result<Value> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/domains/{}/renew", enc(host)),
-                None,
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::POST,
+            &format!("/v1/domains/{}/renew", enc(host)),
+            None,
+        )
+        .await
     }
 
     /// `GET /v1/events?after=ID`: `{"events": [...], "last_id": N, "missed": M}`.
     pub async fn events(&self, after: u64) -> anyhow::Result<Value> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/events?after={after}"),
-                None,
-            )
-            .await?;
-        Ok(v.unwrap_or(Value::Null))
+        self.value(
+            reqwest::Method::GET,
+            &format!("/v1/events?after={after}"),
+            None,
+        )
+        .await
     }
 }
 
