@@ -1,43 +1,30 @@
 //! `GET /v1/events` (the activity ring), `POST /v1/domains/{host}/renew`, and the events admin
 //! changes leave in the ring.
 
-use super::{error, field_error, ops, reply, AdminApp, Reply};
+use super::{error, field_error, reply, AdminApp, Reply};
 use crate::events::Kind;
 use crate::model::{Change, TlsMode};
 use http::StatusCode;
 
-/// Largest page of `GET /v1/events` (the whole ring).
-const MAX_EVENTS: usize = crate::events::CAPACITY;
-
 impl AdminApp {
-    /// `GET /v1/events?after=ID&limit=N`: oldest first after the cursor.
+    /// `GET /v1/events?after=ID&limit=N`: oldest first after the cursor. The parameters are read
+    /// as the lists read theirs (`list::parse`: 400 naming an unknown one, `limit` 1 to 1000).
     pub(super) fn events(&self, query: Option<&str>) -> Reply {
-        let mut after = 0u64;
-        let mut limit = MAX_EVENTS;
-        for (k, v) in super::list::pairs(query) {
-            let bad = |what: &str| {
-                field_error(crate::model::FieldError::new(
-                    k,
-                    format!("must be {what}, got `{v}`"),
+        let q = match super::list::parse(query, &["after", "limit"]) {
+            Ok(q) => q,
+            Err(e) => return field_error(e),
+        };
+        let after = match q.after.as_deref().map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return field_error(crate::model::FieldError::new(
+                    "after",
+                    "must be an event id (a whole number, 0 for the oldest)",
                 ))
-            };
-            match k {
-                "after" => match v.parse() {
-                    Ok(n) => after = n,
-                    Err(_) => return bad("an event id (a whole number, 0 for the oldest)"),
-                },
-                "limit" => match v.parse::<usize>() {
-                    Ok(n) if (1..=MAX_EVENTS).contains(&n) => limit = n,
-                    _ => return bad(&format!("a whole number from 1 to {MAX_EVENTS}")),
-                },
-                _ => {
-                    return field_error(crate::model::FieldError::new(
-                        k,
-                        "unknown parameter (allowed: after, limit)",
-                    ))
-                }
             }
-        }
+        };
+        let limit = q.limit.unwrap_or(crate::events::CAPACITY);
         reply(StatusCode::OK, &self.control.events().after(after, limit))
     }
 
@@ -45,13 +32,11 @@ impl AdminApp {
     /// still within the order budget and the domain's back-off. 202: asked; the order's progress
     /// shows in the domain's `certificate` and in the events.
     pub(super) fn renew(&self, host: &str) -> Reply {
-        let host = match ops::domain_host(host) {
-            Ok(h) => h,
-            Err(e) => return field_error(e),
+        let d = match self.stored_domain(host) {
+            Ok(d) => d,
+            Err(r) => return *r,
         };
-        let Some(d) = self.control.domain(&host) else {
-            return error(StatusCode::NOT_FOUND, &format!("domain `{host}` not found"));
-        };
+        let host = d.host.clone();
         if d.tls != TlsMode::Auto {
             return error(
                 StatusCode::CONFLICT,

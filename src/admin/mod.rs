@@ -267,13 +267,21 @@ impl AdminApp {
     }
 
     fn get_domain(&self, host: &str) -> Reply {
-        match ops::domain_host(host) {
-            Ok(h) => match self.control.domain(&h) {
-                Some(d) => reply(StatusCode::OK, &self.domain_view(&d)),
-                None => error(StatusCode::NOT_FOUND, &format!("domain `{h}` not found")),
-            },
-            Err(e) => field_error(e),
+        match self.stored_domain(host) {
+            Ok(d) => reply(StatusCode::OK, &self.domain_view(&d)),
+            Err(r) => *r,
         }
+    }
+
+    /// The domain named in a path: 400 for a host that is not one, 404 for one that is not stored.
+    fn stored_domain(&self, host: &str) -> Result<crate::model::Domain, Box<Reply>> {
+        let h = ops::domain_host(host).map_err(|e| Box::new(field_error(e)))?;
+        self.control.domain(&h).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::NOT_FOUND,
+                &format!("domain `{h}` not found"),
+            ))
+        })
     }
 
     /// Apply one validated change and answer with what is now stored (204 for a delete).
