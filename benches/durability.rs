@@ -47,6 +47,7 @@ fn domain(host: &str, port: u16) -> Domain {
         acme_challenges: ChallengeMode::Intercept,
         certificate_host: Default::default(),
         upstream_timeouts: Default::default(),
+        acme_challenge: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn domain(i: usize) -> Domain {
         acme_challenges: ChallengeMode::Intercept,
         certificate_host: Default::default(),
         upstream_timeouts: Default::default(),
+        acme_challenge: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn challenge_lookup(c: &mut Criterion) {
                 host: format!("shop-{i}.example"),
                 key_authorization: format!("token-{i}-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.thumbprint_0123456789abcdefghijklmnopq"),
                 expires_at: u64::MAX,
+                kind: edgeward::model::AcmeChallenge::Http01,
             });
         }
         let token = format!("token-{}-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", n / 2);
@@ -84,6 +86,7 @@ fn challenge_front(c: &mut Criterion) {
                 host: format!("host{i}.bench.test"),
                 key_authorization: format!("tok{i}.Thumbprint_0123456789abcdefghijklmnopqrstuv"),
                 expires_at: u64::MAX,
+                kind: edgeward::model::AcmeChallenge::Http01,
             });
         }
         let hit = format!(

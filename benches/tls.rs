@@ -83,6 +83,7 @@ fn add(state: &State, pools: &Pools, parsed: &CertBundle, host: &str) {
             acme_challenges: ChallengeMode::Intercept,
             certificate_host: Default::default(),
             upstream_timeouts: Default::default(),
+            acme_challenge: None,
         },
         pool: pools.get(&[addr]),
     }));

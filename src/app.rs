@@ -367,6 +367,9 @@ fn add_listeners(
             let mut settings = TlsSettings::with_callbacks(Box::new(resolver))
                 .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
             settings.enable_h2();
+            // h2 before http/1.1 as enable_h2 does, and `acme-tls/1` for TLS-ALPN-01 validations.
+            settings.set_alpn_select_callback(crate::tls::alpn::select);
+            settings.set_client_hello_callback(crate::tls::alpn::client_hello);
             settings.set_offload_threadpool_from_server_conf(conf);
             let buffers = L4BufferSettings::default().read(TLS_READ_BUFFER);
             svc.add_listener(ListenerConfig::tcp(addr).tls(settings).l4_buffer(buffers));

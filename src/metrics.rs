@@ -88,7 +88,7 @@ pub static ADMIN_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static TLS_HANDSHAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edgeward_tls_handshakes_total",
-        "TLS handshakes by result: ok (completed), no_certificate (refused), attach_failed",
+        "TLS handshakes by result: ok (completed), no_certificate (refused), no_challenge (acme-tls/1 for a name with no TLS-ALPN-01 challenge), attach_failed",
         &["result"]
     )
     .expect("metric registers once")

@@ -1,8 +1,10 @@
 //! The only code that talks to the CA. An HTTP client for instant-acme that trusts the system roots plus
 //! `ca_bundle` and keeps what instant-acme drops: the `Retry-After` of a rate limit or a 503. The
-//! account is loaded from its stored credentials or created once. `issue` runs one order end to end.
+//! account is loaded from its stored credentials or created once. `issue` runs one order end to end,
+//! with the HTTP-01, TLS-ALPN-01 or DNS-01 challenge the domain chose.
 
 use super::AcmeConfig;
+use crate::model::AcmeChallenge;
 use bytes::Bytes;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
@@ -187,17 +189,31 @@ pub async fn account(
     Ok((account, Some(serde_json::to_string(&creds)?)))
 }
 
-/// What an order needs from the rest of edgeward: publish and remove challenge tokens, and say
-/// whether the domain still wants the certificate (deleted or switched off `auto`: abandon).
+/// What a challenge needs published before the CA is told to validate it.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// Answer `key_authorization` at `/.well-known/acme-challenge/{token}` for `host`.
+    Http01 {
+        token: &'a str,
+        host: &'a str,
+        key_authorization: &'a str,
+    },
+    /// Serve `host` a challenge certificate built from `key_authorization` on `acme-tls/1`.
+    TlsAlpn01 {
+        token: &'a str,
+        host: &'a str,
+        key_authorization: &'a str,
+    },
+    /// Put `value` in the TXT record `_acme-challenge.<domain>` (`*.` dropped).
+    Dns01 { domain: &'a str, value: &'a str },
+}
+
+/// What an order needs from the rest of edgeward: publish a challenge (and remember it, to remove it
+/// when the order ends, however it ends), and say whether the domain still wants the certificate
+/// (deleted or switched off `auto`: abandon).
 #[async_trait::async_trait]
 pub trait Responder: Send + Sync {
-    async fn put_token(
-        &self,
-        token: &str,
-        host: &str,
-        key_authorization: &str,
-    ) -> Result<(), String>;
-    async fn remove_token(&self, token: &str);
+    async fn present(&self, proof: Proof<'_>) -> Result<(), String>;
     fn still_wanted(&self, host: &str) -> bool;
 }
 
@@ -276,12 +292,22 @@ pub async fn renewal_window(
     }
 }
 
-/// Run one order for `host` with HTTP-01 answered by edgeward itself; `replaces` names the certificate
-/// being renewed when the CA offers ARI.
+fn challenge_type(kind: AcmeChallenge) -> ChallengeType {
+    match kind {
+        AcmeChallenge::Http01 => ChallengeType::Http01,
+        AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        AcmeChallenge::Dns01 => ChallengeType::Dns01,
+    }
+}
+
+/// Run one order for `host` with the challenge `kind`, published through `responder`; `replaces`
+/// names the certificate being renewed when the CA offers ARI. The caller removes what the responder
+/// published once this returns (or is dropped on a timeout).
 pub async fn issue(
     account: &Account,
     cfg: &AcmeConfig,
     host: &str,
+    kind: AcmeChallenge,
     replaces: Option<CertificateIdentifier<'static>>,
     responder: &dyn Responder,
 ) -> Result<Issued, OrderError> {
@@ -290,58 +316,70 @@ pub async fn issue(
     if let Some(id) = replaces {
         new_order = new_order.replaces(id);
     }
+    if let Some(p) = cfg.profile.as_deref() {
+        new_order = new_order.profile(p);
+    }
     let mut order = account.new_order(&new_order).await?;
-    let mut tokens = Vec::new();
-    let result = async {
-        let mut authzs = order.authorizations();
-        while let Some(authz) = authzs.next().await {
-            let mut authz = authz?;
-            if authz.status != AuthorizationStatus::Pending {
-                continue;
-            }
-            let mut ch = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| OrderError::Local("the CA offered no http-01 challenge".into()))?;
-            let token = ch.token.clone();
-            let ka = ch.key_authorization();
-            responder
-                .put_token(&token, host, ka.as_str())
-                .await
-                .map_err(OrderError::Local)?;
-            tokens.push(token);
-            if !responder.still_wanted(host) {
-                return Err(OrderError::Abandoned);
-            }
-            ch.set_ready().await?;
+    let mut authzs = order.authorizations();
+    while let Some(authz) = authzs.next().await {
+        let mut authz = authz?;
+        if authz.status != AuthorizationStatus::Pending {
+            continue;
         }
-        let retry = RetryPolicy::new().timeout(Duration::from_secs(cfg.order_timeout_seconds));
-        let status = order.poll_ready(&retry).await?;
-        if status != OrderStatus::Ready {
-            return Err(invalid_reason(&mut order, host).await);
-        }
+        let mut ch = authz.challenge(challenge_type(kind)).ok_or_else(|| {
+            OrderError::Local(format!("the CA offered no {} challenge", kind.as_str()))
+        })?;
+        let token = ch.token.clone();
+        let ka = ch.key_authorization();
+        let dns_value = ka.dns_value();
+        let proof = match kind {
+            AcmeChallenge::Http01 => Proof::Http01 {
+                token: &token,
+                host,
+                key_authorization: ka.as_str(),
+            },
+            AcmeChallenge::TlsAlpn01 => Proof::TlsAlpn01 {
+                token: &token,
+                host,
+                key_authorization: ka.as_str(),
+            },
+            AcmeChallenge::Dns01 => Proof::Dns01 {
+                domain: host,
+                value: &dns_value,
+            },
+        };
+        responder.present(proof).await.map_err(OrderError::Local)?;
         if !responder.still_wanted(host) {
             return Err(OrderError::Abandoned);
         }
-        let (key, csr) = csr(host, cfg.key_type).map_err(|e| OrderError::Local(e.to_string()))?;
-        order.finalize_csr(&csr).await?;
-        let chain_pem = order.poll_certificate(&retry).await?;
-        let key_pem = crate::tls::bundle::storable_key(&key)
-            .ok_or_else(|| OrderError::Local("cannot encode the new private key".into()))?;
-        Ok(Issued { chain_pem, key_pem })
+        ch.set_ready().await?;
     }
-    .await;
-    for t in tokens {
-        responder.remove_token(&t).await;
+    let retry = RetryPolicy::new().timeout(Duration::from_secs(cfg.order_timeout_seconds));
+    let status = order.poll_ready(&retry).await?;
+    if status != OrderStatus::Ready {
+        return Err(invalid_reason(&mut order, host, kind).await);
     }
-    result
+    if !responder.still_wanted(host) {
+        return Err(OrderError::Abandoned);
+    }
+    let (key, csr) = csr(host, cfg.key_type).map_err(|e| OrderError::Local(e.to_string()))?;
+    order.finalize_csr(&csr).await?;
+    let chain_pem = order.poll_certificate(&retry).await?;
+    let key_pem = crate::tls::bundle::storable_key(&key)
+        .ok_or_else(|| OrderError::Local("cannot encode the new private key".into()))?;
+    Ok(Issued { chain_pem, key_pem })
 }
 
 /// The error of the first invalid authorization's challenge, for `last_error`.
-async fn invalid_reason(order: &mut instant_acme::Order, host: &str) -> OrderError {
+async fn invalid_reason(
+    order: &mut instant_acme::Order,
+    host: &str,
+    kind: AcmeChallenge,
+) -> OrderError {
     let mut authzs = order.authorizations();
     while let Some(Ok(mut a)) = authzs.next().await {
         if a.status == AuthorizationStatus::Invalid {
-            if let Some(ch) = a.challenge(ChallengeType::Http01) {
+            if let Some(ch) = a.challenge(challenge_type(kind)) {
                 if let Some(p) = ch.error.as_ref() {
                     let kind = p
                         .r#type

@@ -11,7 +11,7 @@ use crate::control::handover::{until_closing, until_writable, Handover};
 use crate::control::{unix_now, ApplyError, Control};
 use crate::events::Kind;
 use crate::metrics;
-use crate::model::{AccountRecord, Backoff, Change, TlsMode};
+use crate::model::{AccountRecord, AcmeChallenge, Backoff, Change, TlsMode};
 use crate::model::{CertRecord, CertSource};
 use crate::tls::rfc3339;
 use async_trait::async_trait;
@@ -241,7 +241,7 @@ impl Manager {
                 .filter(|_| self.ari_offered())
                 .and_then(|b| client::cert_id(&b.leaf));
             tokio::spawn(async move {
-                let responder = ControlResponder::new(me.control.clone());
+                let responder = ControlResponder::new(me.control.clone(), me.cfg.dns01.clone());
                 // A graceful upgrade hands the writer role over: the order stops here (its tokens
                 // removed while this process may still write) and the new process, which finds
                 // the certificate still due, orders it.
@@ -404,12 +404,18 @@ impl Manager {
     ) {
         // A CA that stops answering must not hold a slot forever: bound the whole order.
         let limit = Duration::from_secs(self.cfg.order_timeout_seconds.saturating_mul(2));
+        let kind = self
+            .control
+            .domain(host)
+            .map_or(AcmeChallenge::Http01, |d| d.challenge());
         let order = async {
             let account = self.account().await?;
-            client::issue(&account, &self.cfg, host, replaces, responder).await
+            client::issue(&account, &self.cfg, host, kind, replaces, responder).await
         };
         // What the CA asks (`Retry-After`) is recorded for this order alone.
         let (result, asked) = client::scoped(tokio::time::timeout(limit, order)).await;
+        // Whatever ended the order (its result or the timeout): its tokens and TXT records go.
+        responder.remove_all().await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(OrderError::TimedOut(limit.as_secs())),

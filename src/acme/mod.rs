@@ -4,6 +4,7 @@
 //! are records (`model::acme`); `manager` is the background service that ties them together.
 
 pub mod client;
+pub mod dns;
 pub mod manager;
 mod responder;
 pub mod schedule;
@@ -34,6 +35,10 @@ pub struct AcmeConfig {
     pub retry_max_seconds: u64,
     /// How long one order may wait for the CA (validation, issuance).
     pub order_timeout_seconds: u64,
+    /// DNS-01, when configured.
+    pub dns01: Option<std::sync::Arc<dns::Dns01>>,
+    /// The CA profile new orders ask for.
+    pub profile: Option<String>,
 }
 
 /// What `GET /v1/domains/{host}` shows under `certificate` for a `tls: "auto"` domain.

@@ -187,6 +187,8 @@ mod tests {
     const L: Limits = Limits {
         policy: DomainPolicy {
             acme_enabled: false,
+            dns01: false,
+            tls_alpn01: false,
         },
         challenge_ttl: 3600,
     };

@@ -1,6 +1,7 @@
 //! Configuration: read the file, parse it (types, unknown keys), validate it into the model. Three
 //! steps, three functions; every error names the key it is about.
 
+mod acme;
 mod etcd;
 mod limits;
 mod schema;
@@ -228,12 +229,16 @@ fn validate(path: &Path, f: EdgewardFile, server: ServerConf) -> Result<Config, 
         None => None,
     };
     let acme = match &f.acme {
-        Some(a) => Some(validate_acme(a).map_err(|(k, m)| e(k, m))?),
+        Some(a) => Some(acme::acme(a).map_err(|(k, m)| e(k, m))?),
         None => None,
     };
     // In a fleet, `tls: "auto"` is accepted on every node: the nodes with an `acme` section issue.
+    // A fleet node without `acme` cannot know the issuing nodes' challenges: it accepts them all.
+    let fleet_only = acme.is_none() && etcd.is_some();
     let policy = DomainPolicy {
         acme_enabled: acme.is_some() || etcd.is_some(),
+        dns01: acme.as_ref().is_some_and(|a| a.dns01.is_some()) || fleet_only,
+        tls_alpn01: listeners.iter().any(|l| l.tls) || fleet_only,
     };
     let mut seeds: Vec<Domain> = Vec::new();
     for (i, d) in f.domains.into_iter().enumerate() {
@@ -302,62 +307,6 @@ fn access_log(
     Ok(AccessLogConfig {
         target,
         format: a.format,
-    })
-}
-
-fn validate_acme(a: &schema::AcmeFile) -> Result<crate::acme::AcmeConfig, (String, String)> {
-    let k = |s: &str| format!("edgeward.acme.{s}");
-    if !a.directory.starts_with("https://") {
-        return Err((
-            k("directory"),
-            format!("`{}` is not an https:// URL", a.directory),
-        ));
-    }
-    for (i, c) in a.contact.iter().enumerate() {
-        if !c.starts_with("mailto:") {
-            return Err((
-                format!("edgeward.acme.contact[{i}]"),
-                format!("`{c}` must be a mailto: URL"),
-            ));
-        }
-    }
-    let ca_bundle = match &a.ca_bundle {
-        Some(p) => Some(std::fs::read(p).map_err(|err| (k("ca_bundle"), format!("{p}: {err}")))?),
-        None => None,
-    };
-    if !(a.renew_before_fraction > 0.0 && a.renew_before_fraction < 1.0) {
-        return Err((
-            k("renew_before_fraction"),
-            "must be between 0 and 1 (exclusive)".into(),
-        ));
-    }
-    if a.max_orders_per_window == 0 {
-        return Err((k("max_orders_per_window"), "must be at least 1".into()));
-    }
-    if a.order_window_seconds <= 0 {
-        return Err((k("order_window_seconds"), "must be above 0".into()));
-    }
-    if a.max_concurrent_orders == 0 {
-        return Err((k("max_concurrent_orders"), "must be at least 1".into()));
-    }
-    if a.retry.min_seconds == 0 || a.retry.min_seconds > a.retry.max_seconds {
-        return Err((k("retry"), "needs 0 < min_seconds <= max_seconds".into()));
-    }
-    if a.order_timeout_seconds == 0 {
-        return Err((k("order_timeout_seconds"), "must be above 0".into()));
-    }
-    Ok(crate::acme::AcmeConfig {
-        directory: a.directory.clone(),
-        contact: a.contact.clone(),
-        ca_bundle,
-        key_type: a.key_type,
-        renew_before_fraction: a.renew_before_fraction,
-        max_orders_per_window: a.max_orders_per_window,
-        order_window_seconds: a.order_window_seconds,
-        max_concurrent_orders: a.max_concurrent_orders,
-        retry_min_seconds: a.retry.min_seconds,
-        retry_max_seconds: a.retry.max_seconds,
-        order_timeout_seconds: a.order_timeout_seconds,
     })
 }
 

@@ -145,6 +145,53 @@ pub struct AcmeFile {
     pub retry: RetryFile,
     #[serde(default = "default_order_timeout")]
     pub order_timeout_seconds: u64,
+    /// DNS-01: how TXT records are written and where they are checked.
+    #[serde(default)]
+    pub dns01: Option<Dns01File>,
+    /// The CA profile new orders ask for (`tlsserver`, `shortlived`), if the directory lists it.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns01File {
+    #[serde(default)]
+    pub rfc2136: Option<Rfc2136File>,
+    #[serde(default)]
+    pub hook: Option<HookFile>,
+    #[serde(default = "default_propagation")]
+    pub propagation_timeout_seconds: u64,
+    #[serde(default)]
+    pub resolvers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136File {
+    pub server: String,
+    pub tsig_key_name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    pub tsig_secret_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookFile {
+    pub command: String,
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_propagation() -> u64 {
+    120
+}
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+fn default_hook_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,8 @@
-//! The ACME HTTP-01 challenge record: a token, the host it was registered for and the exact response
-//! body, with the validation of what the admin API and the ACME manager put.
+//! The ACME challenge record: a token, the host it was registered for and the key authorization (the
+//! HTTP-01 response body, or what a TLS-ALPN-01 challenge certificate is built from), with the
+//! validation of what the admin API and the ACME manager put.
 
+use super::domain::AcmeChallenge;
 use super::field::FieldError;
 use super::host::parse_host;
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,23 @@ pub struct Challenge {
     pub key_authorization: String,
     /// Unix seconds after which the token is no longer answered.
     pub expires_at: u64,
+    /// HTTP-01 (answered on the HTTP listeners; records without the field) or TLS-ALPN-01 (a
+    /// challenge certificate for `host` on the HTTPS listeners). Stored as `challenge`: `kind` is the
+    /// tag of the `Change` a challenge travels in.
+    #[serde(
+        rename = "challenge",
+        default = "http01",
+        skip_serializing_if = "is_http01"
+    )]
+    pub kind: AcmeChallenge,
+}
+
+fn http01() -> AcmeChallenge {
+    AcmeChallenge::Http01
+}
+
+fn is_http01(k: &AcmeChallenge) -> bool {
+    *k == AcmeChallenge::Http01
 }
 
 /// The body of `PUT /v1/challenges/{token}` (and of a `put_challenge` op).
@@ -91,6 +110,7 @@ impl ChallengeInput {
             host,
             key_authorization: ka,
             expires_at: now + ttl,
+            kind: AcmeChallenge::Http01,
         })
     }
 }
@@ -124,6 +144,29 @@ mod tests {
             self.token = Some(t.into());
             self
         }
+    }
+
+    #[test]
+    fn a_tls_alpn_challenge_round_trips_inside_a_change() {
+        let c = Challenge {
+            token: "t".into(),
+            host: "a.com".into(),
+            key_authorization: "t.x".into(),
+            expires_at: 5,
+            kind: AcmeChallenge::TlsAlpn01,
+        };
+        let json = serde_json::to_string(&crate::model::Change::PutChallenge(c.clone())).unwrap();
+        assert!(json.contains(r#""challenge":"tls-alpn-01""#), "{json}");
+        match serde_json::from_str(&json).unwrap() {
+            crate::model::Change::PutChallenge(back) => assert_eq!(back, c),
+            other => panic!("{other:?}"),
+        }
+        // Records written before the field existed are HTTP-01.
+        let old: Challenge = serde_json::from_str(
+            r#"{"token": "t", "host": "a.com", "key_authorization": "t.x", "expires_at": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(old.kind, AcmeChallenge::Http01);
     }
 
     #[test]

@@ -26,6 +26,30 @@ pub enum ChallengeMode {
     Passthrough,
 }
 
+/// How a `tls: "auto"` domain proves control of its name to the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcmeChallenge {
+    /// A token answered on the HTTP listeners (port 80).
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A challenge certificate for the `acme-tls/1` protocol on the HTTPS listeners (RFC 8737).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A TXT record at `_acme-challenge.<name>` (wildcards need it).
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl AcmeChallenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Dns01 => "dns-01",
+        }
+    }
+}
+
 /// A stored, validated domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +64,17 @@ pub struct Domain {
     pub certificate_host: CertRef,
     #[serde(default, skip_serializing_if = "TimeoutOverrides::is_empty")]
     pub upstream_timeouts: TimeoutOverrides,
+    /// The challenge its orders use; set for every `tls: "auto"` domain (records written before the
+    /// field existed: HTTP-01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_challenge: Option<AcmeChallenge>,
+}
+
+impl Domain {
+    /// The challenge an order for this domain uses.
+    pub fn challenge(&self) -> AcmeChallenge {
+        self.acme_challenge.unwrap_or(AcmeChallenge::Http01)
+    }
 }
 
 /// The body of `PUT /v1/domains/{host}` (and of a `put_domain` op, a seed entry).
@@ -62,6 +97,9 @@ pub struct DomainInput {
     pub certificate_host: Option<String>,
     #[serde(default)]
     pub upstream_timeouts: Option<TimeoutOverrides>,
+    /// `http-01` (default), `tls-alpn-01` or `dns-01` (the default, and the only one, for wildcards).
+    #[serde(default)]
+    pub acme_challenge: Option<AcmeChallenge>,
 }
 
 /// What the domain validation needs to know about the running configuration.
@@ -69,6 +107,10 @@ pub struct DomainInput {
 pub struct DomainPolicy {
     /// `tls: "auto"` needs an ACME section.
     pub acme_enabled: bool,
+    /// `dns-01` needs `edgeward.acme.dns01`.
+    pub dns01: bool,
+    /// `tls-alpn-01` needs an HTTPS listener.
+    pub tls_alpn01: bool,
 }
 
 pub const MAX_UPSTREAMS: usize = 64;
@@ -106,12 +148,7 @@ impl DomainInput {
                 "\"auto\" needs an `edgeward.acme` section in the configuration",
             ));
         }
-        if tls == TlsMode::Auto && host.starts_with("*.") {
-            return Err(FieldError::new(
-                "tls",
-                "\"auto\" uses HTTP-01, which cannot issue wildcard certificates: upload one (\"manual\")",
-            ));
-        }
+        let acme_challenge = acme_challenge(&host, tls, self.acme_challenge, policy)?;
         let certificate_host = match self.certificate_host.as_deref() {
             None => CertRef::Own,
             Some(c) => {
@@ -141,7 +178,57 @@ impl DomainInput {
             acme_challenges: self.acme_challenges.unwrap_or_default(),
             certificate_host,
             upstream_timeouts,
+            acme_challenge,
         })
+    }
+}
+
+/// The challenge of a domain: the one asked for, else the default for its host (DNS-01 for a
+/// wildcard, HTTP-01 otherwise), checked against what the host and the configuration allow.
+fn acme_challenge(
+    host: &str,
+    tls: TlsMode,
+    asked: Option<AcmeChallenge>,
+    policy: DomainPolicy,
+) -> Result<Option<AcmeChallenge>, FieldError> {
+    let wildcard = host.starts_with("*.");
+    let field = if asked.is_some() {
+        "acme_challenge"
+    } else {
+        "tls"
+    };
+    let chosen = match (asked, wildcard) {
+        (Some(c), _) => c,
+        (None, true) => AcmeChallenge::Dns01,
+        (None, false) => AcmeChallenge::Http01,
+    };
+    if asked.is_none() && tls != TlsMode::Auto {
+        return Ok(None);
+    }
+    if wildcard && chosen != AcmeChallenge::Dns01 {
+        return Err(FieldError::new(
+            "acme_challenge",
+            format!(
+                "`{}` cannot validate a wildcard name: only \"dns-01\" can",
+                chosen.as_str()
+            ),
+        ));
+    }
+    match chosen {
+        AcmeChallenge::Dns01 if !policy.dns01 => Err(FieldError::new(
+            field,
+            if wildcard && asked.is_none() {
+                "\"auto\" for a wildcard uses DNS-01, which needs an `edgeward.acme.dns01` section in \
+                 the configuration (or upload a certificate: \"manual\")"
+            } else {
+                "\"dns-01\" needs an `edgeward.acme.dns01` section in the configuration"
+            },
+        )),
+        AcmeChallenge::TlsAlpn01 if !policy.tls_alpn01 => Err(FieldError::new(
+            "acme_challenge",
+            "\"tls-alpn-01\" needs an HTTPS listener (`edgeward.https`)",
+        )),
+        _ => Ok(Some(chosen)),
     }
 }
 
@@ -192,6 +279,7 @@ pub(crate) fn test_domain(host: &str) -> Domain {
         acme_challenges: ChallengeMode::Intercept,
         certificate_host: CertRef::Own,
         upstream_timeouts: TimeoutOverrides::default(),
+        acme_challenge: None,
     }
 }
 
@@ -249,6 +337,62 @@ mod tests {
             r#"{"upstream_timeouts": {"read_timeout": 1}}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn challenge_defaults_and_refusals() {
+        let all = DomainPolicy {
+            acme_enabled: true,
+            dns01: true,
+            tls_alpn01: true,
+        };
+        let ok = |host: &str, extra: &str, p: DomainPolicy| {
+            input(&format!(r#"{{"upstreams": ["127.0.0.1:1"]{extra}}}"#)).validate(Some(host), p)
+        };
+        let auto = r#", "tls": "auto""#;
+        assert_eq!(
+            ok("a.test", auto, all).unwrap().acme_challenge,
+            Some(AcmeChallenge::Http01)
+        );
+        assert_eq!(
+            ok("*.a.test", auto, all).unwrap().acme_challenge,
+            Some(AcmeChallenge::Dns01)
+        );
+        assert_eq!(ok("a.test", "", all).unwrap().acme_challenge, None);
+        for c in ["tls-alpn-01", "dns-01", "http-01"] {
+            let d = ok(
+                "a.test",
+                &format!(r#"{auto}, "acme_challenge": "{c}""#),
+                all,
+            )
+            .unwrap();
+            assert_eq!(d.challenge().as_str(), c);
+        }
+        let field =
+            |host: &str, extra: &str, p: DomainPolicy| ok(host, extra, p).unwrap_err().field;
+        for c in ["http-01", "tls-alpn-01"] {
+            let extra = format!(r#"{auto}, "acme_challenge": "{c}""#);
+            assert_eq!(field("*.a.test", &extra, all), "acme_challenge");
+        }
+        let no_dns = DomainPolicy {
+            dns01: false,
+            ..all
+        };
+        assert_eq!(field("*.a.test", auto, no_dns), "tls");
+        let dns = format!(r#"{auto}, "acme_challenge": "dns-01""#);
+        assert_eq!(field("a.test", &dns, no_dns), "acme_challenge");
+        let no_alpn = DomainPolicy {
+            tls_alpn01: false,
+            ..all
+        };
+        let alpn = format!(r#"{auto}, "acme_challenge": "tls-alpn-01""#);
+        assert_eq!(field("a.test", &alpn, no_alpn), "acme_challenge");
+        assert!(serde_json::from_str::<DomainInput>(r#"{"acme_challenge": "dns-02"}"#).is_err());
+        // Stored records without the field (older ones) order with HTTP-01.
+        let stored = serde_json::to_value(ok("a.test", "", all).unwrap()).unwrap();
+        assert!(stored.get("acme_challenge").is_none());
+        let back: Domain = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.challenge(), AcmeChallenge::Http01);
     }
 
     #[test]

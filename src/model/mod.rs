@@ -15,7 +15,7 @@ pub use acme::{AccountRecord, Backoff, Budget};
 pub use cert::{CertRecord, CertRef, CertSource};
 pub use challenge::{Challenge, ChallengeInput};
 pub use change::Change;
-pub use domain::{ChallengeMode, Domain, DomainInput, DomainPolicy, TlsMode};
+pub use domain::{AcmeChallenge, ChallengeMode, Domain, DomainInput, DomainPolicy, TlsMode};
 pub use field::FieldError;
 pub use upstream::{TimeoutOverrides, UpstreamTimeouts};
 

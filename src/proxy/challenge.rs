@@ -75,6 +75,7 @@ mod tests {
             host: "ours.test".into(),
             key_authorization: "tok.k".into(),
             expires_at: 100,
+            kind: crate::model::AcmeChallenge::Http01,
         });
         let reader = state.reader();
         let d = |m: &Method, p: &str, h: &str, now| decide(&reader, m, p, h, now);

@@ -259,10 +259,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             // Past `max_connections`: closed at once, the connections already open are served.
             return None;
         };
-        if matches!(
-            stream.selected_alpn_proto(),
-            Some(ALPN::H2 | ALPN::Custom(_))
-        ) {
+        let alpn = stream.selected_alpn_proto();
+        if let Some(ALPN::Custom(c)) = &alpn {
+            if c.protocol() == crate::tls::alpn::ACME_TLS_1 {
+                // A TLS-ALPN-01 validation: the handshake was all of it, no application data.
+                return None;
+            }
+        }
+        if matches!(alpn, Some(ALPN::H2 | ALPN::Custom(_))) {
             // HTTP/2 (TLS listeners): Pingora's own loop, where `request_filter` answers challenges.
             return self.inner.process_new(stream, shutdown).await;
         }
@@ -326,6 +330,7 @@ mod tests {
             host: "site.test".into(),
             key_authorization: "tok.thumb".into(),
             expires_at: 100,
+            kind: crate::model::AcmeChallenge::Http01,
         });
         state.reader()
     }

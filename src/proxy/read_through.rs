@@ -72,7 +72,11 @@ impl ReadThroughGate {
             .flatten();
         metrics::CHALLENGE_READ_THROUGH_IN_FLIGHT.dec();
         match found {
-            Some(c) if c.host == host && c.expires_at > unix_now() => {
+            Some(c)
+                if c.host == host
+                    && c.expires_at > unix_now()
+                    && c.kind == crate::model::AcmeChallenge::Http01 =>
+            {
                 metrics::CHALLENGE_READ_THROUGH
                     .with_label_values(&["found"])
                     .inc();
@@ -118,6 +122,7 @@ mod tests {
                 host: "a.test".into(),
                 key_authorization: "known.x".into(),
                 expires_at: u64::MAX,
+                kind: crate::model::AcmeChallenge::Http01,
             })
         }
     }

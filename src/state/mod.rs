@@ -5,7 +5,7 @@
 pub mod challenges;
 pub mod routes;
 
-pub use challenges::Challenges;
+pub use challenges::{AlpnChallenge, Challenges};
 pub use routes::{Route, Routes};
 
 use crate::tls::bundle::covers_name;
@@ -41,6 +41,11 @@ impl Reader {
     /// The key authorization for `token` if it was registered for `host` and has not expired.
     pub fn challenge(&self, token: &str, host: &str, now: u64) -> Option<Bytes> {
         self.0.challenges.lookup(token, host, now)
+    }
+
+    /// The TLS-ALPN-01 challenge pending for an SNI name (lowercase, no trailing dot).
+    pub fn alpn_challenge(&self, sni: &str, now: u64) -> Option<Arc<AlpnChallenge>> {
+        self.0.challenges.alpn(sni, now)
     }
 
     /// The certificate for an SNI name (lowercase, no trailing dot): the one the domain the name

@@ -1,7 +1,8 @@
 //! Pingora's TLS certificate callback: SNI -> the domain it routes to -> that domain's pre-parsed
 //! bundle (if it covers the name) -> attached to the handshake. Lookups and refcount bumps only: no
 //! parsing, no I/O, no await. No certificate found: the default one, else nothing is attached and the
-//! handshake fails cleanly with an alert.
+//! handshake fails cleanly with an alert. A ClientHello offering only `acme-tls/1` gets the name's
+//! TLS-ALPN-01 challenge certificate instead (`alpn`), or nothing.
 
 use crate::metrics;
 use crate::state::Reader;
@@ -21,6 +22,9 @@ pub struct SniResolver {
 impl TlsAccept for SniResolver {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
         let state = &self.state;
+        if super::alpn::offers_only_acme_tls(ssl) {
+            return self.attach_challenge(ssl);
+        }
         let bundle = match ssl.servername(NameType::HOST_NAME) {
             Some(sni) => {
                 let sni = sni.trim_end_matches('.');
@@ -65,6 +69,28 @@ impl TlsAccept for SniResolver {
         metrics::TLS_HANDSHAKES.with_label_values(&["ok"]).inc();
         let sni = ssl.servername(NameType::HOST_NAME)?;
         Some(Arc::new(Sni(sni.into())))
+    }
+}
+
+impl SniResolver {
+    /// A TLS-ALPN-01 validation: the challenge certificate of the name, or nothing (the handshake fails:
+    /// `acme-tls/1` never gets the site's certificate).
+    fn attach_challenge(&self, ssl: &mut TlsRef) {
+        let found = ssl.servername(NameType::HOST_NAME).and_then(|sni| {
+            let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+            self.state.alpn_challenge(&sni, crate::model::unix_now())
+        });
+        let Some(a) = found else {
+            metrics::TLS_HANDSHAKES
+                .with_label_values(&["no_challenge"])
+                .inc();
+            return;
+        };
+        let attached = ext::ssl_use_certificate(ssl, &a.cert.cert)
+            .and_then(|_| ext::ssl_use_private_key(ssl, &a.cert.key));
+        if let Err(e) = attached {
+            log::error!("attaching a tls-alpn-01 challenge certificate failed: {e}");
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! with lookups and refcount bumps only.
 
 pub mod accept;
+pub mod alpn;
 pub mod bundle;
 pub mod certs;
 pub mod ossl;

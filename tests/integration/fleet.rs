@@ -489,6 +489,7 @@ async fn read_through_finds_a_token_in_etcd_with_its_lease() {
         host: "rt.test".into(),
         key_authorization: "rt-token.k".into(),
         expires_at: now + 2,
+        kind: edgeward::model::AcmeChallenge::Http01,
     };
     store
         .apply(&[Change::PutChallenge(c.clone())])

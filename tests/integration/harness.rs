@@ -123,6 +123,8 @@ pub struct Edgeward {
     /// More listener items (YAML flow objects) under `http` and `https`.
     pub more_http: Vec<String>,
     pub more_https: Vec<String>,
+    /// No HTTP listener at all (`http: []`).
+    pub no_http: bool,
     child: Option<Child>,
     pub client: reqwest::Client,
 }
@@ -169,6 +171,7 @@ impl Edgeward {
             env: Vec::new(),
             more_http: Vec::new(),
             more_https: Vec::new(),
+            no_http: false,
             child: None,
             // A hung answer fails the test instead of hanging the suite.
             client: reqwest::Client::builder()
@@ -184,22 +187,29 @@ impl Edgeward {
     }
 
     pub fn write_config(&self) {
+        let http = if self.no_http {
+            "  http: []\n".to_string()
+        } else {
+            format!(
+                "  http:\n    - \"127.0.0.1:{}\"\n    - {{listen: \"127.0.0.1:{}\", intercept_acme_challenges: false}}\n{}",
+                self.http,
+                self.http_raw,
+                items(&self.more_http)
+            )
+        };
         let yaml = format!(
             "version: 1\nthreads: 1\npid_file: {dir}/edgeward.pid\nupgrade_sock: {dir}/upgrade.sock\n\
              grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
-             edgeward:\n  http:\n    - \"127.0.0.1:{http}\"\n    - {{listen: \"127.0.0.1:{raw}\", intercept_acme_challenges: false}}\n{more_http}  https:\n    - \"127.0.0.1:{https}\"\n{more_https}\
+             edgeward:\n{http}  https:\n    - \"127.0.0.1:{https}\"\n{more_https}\
              \x20 admin:\n    listen: \"127.0.0.1:{admin}\"\n    token_file: \"{dir}/admin.token\"\n\
              \x20 state:\n    dir: \"{dir}/state\"\n{state_extra}  upstreams:\n    health_check_interval_seconds: 1\n{upstreams_extra}\
              \x20 shutdown:\n    request_wait_ms: 500\n{extra}",
             dir = self.dir.display(),
-            http = self.http,
-            raw = self.http_raw,
             https = self.https,
             admin = self.admin,
             extra = self.extra,
             state_extra = self.state_extra,
             upstreams_extra = self.upstreams_extra,
-            more_http = items(&self.more_http),
             more_https = items(&self.more_https),
         );
         std::fs::write(self.config_path(), yaml).unwrap();
@@ -275,7 +285,10 @@ impl Edgeward {
 
     async fn wait_ready(&mut self) {
         let url = format!("http://127.0.0.1:{}/v1/health", self.admin);
-        let ports = [self.http, self.http_raw, self.https];
+        let ports = match self.no_http {
+            true => vec![self.https],
+            false => vec![self.http, self.http_raw, self.https],
+        };
         let client = self.client.clone();
         let child = self.child.as_mut().unwrap();
         let start = Instant::now();

@@ -2,9 +2,11 @@
 
 mod access_log;
 mod acme;
+mod acme_challenges;
 mod acme_limits;
 mod activity;
 mod admin;
+mod bind;
 mod browser;
 mod certs;
 mod challenges;

@@ -10,11 +10,22 @@ pub struct Pebble {
     pub dir: PathBuf,
     pub acme_port: u16,
     pub mgmt_port: u16,
-    pub dns_port: u16,
     pub cts_port: u16,
     pub pki: Pki,
+    /// Where Pebble resolves names (`-dnsserver`): the challenge test server, or a BIND.
+    pub dns_server: u16,
     pebble: Option<Child>,
     dns: Option<Child>,
+}
+
+/// How a Pebble is started: where it validates HTTP-01 and TLS-ALPN-01, the lifetime of its
+/// certificates, and its DNS (default: `pebble-challtestsrv`, every name at 127.0.0.1).
+#[derive(Default)]
+pub struct PebbleOpts {
+    pub http_port: u16,
+    pub tls_port: Option<u16>,
+    pub validity: Option<u64>,
+    pub dns_server: Option<u16>,
 }
 
 impl Drop for Pebble {
@@ -31,6 +42,16 @@ impl Drop for Pebble {
 impl Pebble {
     /// Start Pebble validating HTTP-01 on `http_port`; `validity` in seconds for short-lived certificates.
     pub async fn start(http_port: u16, validity: Option<u64>) -> Pebble {
+        Pebble::start_with(PebbleOpts {
+            http_port,
+            validity,
+            ..PebbleOpts::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(o: PebbleOpts) -> Pebble {
+        let (http_port, validity) = (o.http_port, o.validity);
         let dir = tempfile::tempdir().unwrap().keep();
         let pki = Pki::new();
         let tls = pki.leaf(&["localhost"], Key::Ecdsa);
@@ -45,7 +66,7 @@ impl Pebble {
             "certificate": dir.join("cert.pem"),
             "privateKey": dir.join("key.pem"),
             "httpPort": http_port,
-            "tlsPort": free_port(),
+            "tlsPort": o.tls_port.unwrap_or_else(free_port),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
@@ -57,9 +78,9 @@ impl Pebble {
             dir,
             acme_port,
             mgmt_port,
-            dns_port,
             cts_port,
             pki,
+            dns_server: o.dns_server.unwrap_or(dns_port),
             pebble: None,
             dns: None,
         };
@@ -98,7 +119,7 @@ impl Pebble {
             Command::new("pebble")
                 .arg("-config")
                 .arg(self.dir.join("pebble.json"))
-                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_server)])
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
                 .env("PEBBLE_AUTHZREUSE", "0")
