@@ -130,6 +130,12 @@ impl Manager {
         }
     }
 
+    /// One pass, as the service runs it (for `benches/acme_manager.rs`).
+    #[doc(hidden)]
+    pub async fn wake_once(self: &Arc<Self>) -> Duration {
+        self.tick().await
+    }
+
     /// One pass: start what is due; returns how long to sleep before the next pass.
     async fn tick(self: &Arc<Self>) -> Duration {
         let now = unix_now() as i64;
