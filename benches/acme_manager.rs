@@ -148,7 +148,10 @@ async fn main() {
     ));
     control.restore(snap).unwrap();
     control.open_writes();
-    println!("{n} auto domains with certificates loaded in {:.1?}", t.elapsed());
+    println!(
+        "{n} auto domains with certificates loaded in {:.1?}",
+        t.elapsed()
+    );
 
     let before = live();
     let manager = Manager::new(config(), control.clone()).unwrap();
@@ -168,7 +171,10 @@ async fn main() {
         manager.wake_once().await;
         idle.push(t.elapsed());
     }
-    println!("wake-up, nothing changed: median {:.2?} of {rounds}", median(idle));
+    println!(
+        "wake-up, nothing changed: median {:.2?} of {rounds}",
+        median(idle)
+    );
 
     let mut one = Vec::new();
     for i in 0..rounds {
@@ -183,5 +189,8 @@ async fn main() {
         manager.wake_once().await;
         one.push(t.elapsed());
     }
-    println!("wake-up, one domain changed: median {:.2?} of {rounds}", median(one));
+    println!(
+        "wake-up, one domain changed: median {:.2?} of {rounds}",
+        median(one)
+    );
 }

@@ -1,17 +1,19 @@
-//! The background service that keeps `tls: "auto"` domains certified. Each tick: find the domains that
-//! need a certificate (none yet, or renewal due) and are not backing off, start orders within the
-//! concurrency limit and the persisted new-order budget, and sleep until the next thing is due or a
-//! change wakes it. A failing domain backs off on its own and never blocks the others.
+//! The background service that keeps `tls: "auto"` domains certified. Domains wait in a renewal queue
+//! (`queue`, placed by `plan`) by their next due time; each wake moves the changed domains, starts the
+//! due ones (soonest expiry first) within the concurrency limit and the persisted new-order budget,
+//! and sleeps until the earliest is due or a change wakes it: nothing is scanned. A failing domain
+//! backs off on its own and never blocks the others.
 
 use super::client::{self, CaHttp, Issued, OrderError, Responder};
+use super::queue::Queue;
 use super::responder::ControlResponder;
-use super::schedule::{jitter_of, next_attempt, renew_at};
+use super::schedule::{jitter_of, next_attempt};
 use super::{AcmeConfig, CertState, CertStatus};
 use crate::control::handover::{until_closing, until_writable, Handover};
 use crate::control::{unix_now, ApplyError, Control};
 use crate::events::Kind;
 use crate::metrics;
-use crate::model::{AccountRecord, AcmeChallenge, Backoff, Change, TlsMode};
+use crate::model::{AccountRecord, AcmeChallenge, Backoff, Change};
 use crate::model::{CertRecord, CertSource};
 use crate::tls::rfc3339;
 use async_trait::async_trait;
@@ -19,30 +21,31 @@ use instant_acme::Account;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// The CA's renewal window for one certificate (ARI), and when to ask again.
 #[derive(Debug, Clone)]
-struct AriWindow {
+pub(super) struct AriWindow {
     serial: String,
-    start: i64,
-    end: i64,
-    refetch_at: i64,
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) refetch_at: i64,
 }
 
 #[derive(Debug, Default, Clone)]
-struct Track {
-    failures: u32,
-    next_attempt: i64,
-    last_error: Option<String>,
-    in_flight: bool,
+pub(super) struct Track {
+    pub(super) failures: u32,
+    pub(super) next_attempt: i64,
+    pub(super) last_error: Option<String>,
+    pub(super) in_flight: bool,
 }
 
 pub struct Manager {
-    cfg: AcmeConfig,
-    control: Arc<Control>,
+    pub(super) cfg: AcmeConfig,
+    pub(super) control: Arc<Control>,
     http: CaHttp,
     /// Loaded or created on first use; dropped when the CA no longer knows it.
     account: tokio::sync::Mutex<Option<Arc<Account>>>,
@@ -51,13 +54,19 @@ pub struct Manager {
     /// ARI windows by host; `ari_offered` becomes false once the directory says it has no ARI.
     ari: Mutex<HashMap<String, AriWindow>>,
     ari_offered: std::sync::atomic::AtomicBool,
-    ari_fetching: Arc<Semaphore>,
+    pub(super) ari_fetching: Arc<Semaphore>,
+    /// Domains by next due time; `ari` hosts by when their ARI window is to be (re)fetched.
+    queue: Mutex<Queue>,
+    ari_due: Mutex<Queue>,
+    /// Orders started that have not taken their share of the budget yet.
+    reserved: AtomicUsize,
 }
 
 impl Manager {
     pub fn new(cfg: AcmeConfig, control: Arc<Control>) -> Result<Arc<Self>, String> {
         let http = CaHttp::new(cfg.ca_bundle.as_deref())?;
         let slots = Arc::new(Semaphore::new(cfg.max_concurrent_orders));
+        control.follow_acme();
         Ok(Arc::new(Manager {
             cfg,
             control,
@@ -68,11 +77,22 @@ impl Manager {
             ari: Mutex::default(),
             ari_offered: std::sync::atomic::AtomicBool::new(true),
             ari_fetching: Arc::new(Semaphore::new(2)),
+            queue: Mutex::default(),
+            ari_due: Mutex::default(),
+            reserved: AtomicUsize::new(0),
         }))
     }
 
-    fn tracks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Track>> {
+    pub(super) fn tracks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Track>> {
         self.tracks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn ari_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.ari_due.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The account: loaded from the store, or created once and stored (0600).
@@ -136,139 +156,34 @@ impl Manager {
         self.tick().await
     }
 
-    /// One pass: start what is due; returns how long to sleep before the next pass.
+    /// One pass: move what changed, start what is due; returns how long to sleep before the next.
     async fn tick(self: &Arc<Self>) -> Duration {
         let now = unix_now() as i64;
-        let mut wake = now + 300;
-        let auto: Vec<String> = self
-            .control
-            .domains()
-            .into_iter()
-            .filter(|d| d.tls == TlsMode::Auto)
-            .map(|d| d.host)
-            .collect();
-        self.forget_others(&auto);
-        let stored = self.control.acme_stored().budget;
-        let mut expiring = 0;
-        for host in auto {
-            let bundle = self.control.certificate(&host);
-            let renew = bundle.as_ref().map(|b| self.renew_time(&host, b, now));
-            if bundle
-                .as_ref()
-                .is_some_and(|b| b.not_after - now < 7 * 86_400)
-            {
-                expiring += 1;
+        let (all, changed) = self.control.take_acme_changes();
+        if all {
+            self.rebuild(now);
+        } else {
+            for host in changed {
+                self.schedule(&host, now);
             }
-            let mut track = self.tracks().get(&host).cloned().unwrap_or_default();
-            // A back-off stored by this node before a restart, or by another node: shown and obeyed.
-            if let Some(b) = stored
-                .backoff
-                .get(&host)
-                .filter(|b| b.until > track.next_attempt)
-            {
-                track.next_attempt = b.until;
-                track.failures = track.failures.max(b.failures);
-                track.last_error = track.last_error.or_else(|| b.last_error.clone());
-                self.tracks().insert(host.clone(), track.clone());
-            }
-            self.publish_status(&host, &track, now);
-            if track.in_flight {
-                continue;
-            }
-            // Renewal asked for by an operator: due now, still within the back-off and budget.
-            let asked = self.control.renewal_requested(&host);
-            let due_at = if asked { now } else { renew.unwrap_or(now) }.max(track.next_attempt);
-            if due_at > now {
-                wake = wake.min(due_at);
-                continue;
-            }
-            // The account paused (a limit on the account, the CA unavailable): every host waits.
-            let paused = stored
-                .paused_until
-                .max(self.http.retry_after().map_or(0, unix_of));
-            if paused > now {
-                self.set_next(&host, paused);
-                wake = wake.min(paused);
-                continue;
-            }
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                continue; // a finishing order wakes the loop
-            };
-            // One order per certificate fleet-wide: another node holding the lock is doing it, and
-            // its certificate will arrive through the store.
-            let lock = match self.control.lock_order(&host, self.lock_ttl()).await {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    self.set_next(&host, now + 15);
-                    wake = wake.min(now + 15);
-                    continue;
-                }
-                Err(e) => {
-                    log::warn!("cannot take the order lock for {host}: {e}");
-                    wake = wake.min(now + 5);
-                    continue;
-                }
-            };
-            match self.take_budget(now).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.control.unlock(lock).await;
-                    let free = self.control.acme_stored().budget.next_free(
-                        now,
-                        self.cfg.max_orders_per_window,
-                        self.cfg.order_window_seconds,
-                    );
-                    self.set_next(&host, free);
-                    wake = wake.min(free);
-                    continue;
-                }
-                Err(e) => {
-                    self.control.unlock(lock).await;
-                    log::warn!("cannot persist the ACME order budget: {e}");
-                    wake = wake.min(now + 5);
-                    continue;
-                }
-            }
-            self.control.renewal_done(&host);
-            let why = match (&bundle, asked) {
-                (None, _) => "ordering a first certificate".to_string(),
-                (Some(_), true) => "renewing now, as asked".to_string(),
-                (Some(b), false) => format!("renewing (expires {})", rfc3339(b.not_after)),
-            };
-            self.control
-                .events()
-                .record(Kind::OrderStarted, Some(&host), why, None);
-            self.tracks().entry(host.clone()).or_default().in_flight = true;
-            self.publish_status(&host, &self.tracks()[&host].clone(), now);
-            let me = self.clone();
-            let renewal = bundle.is_some();
-            let replaces = bundle
-                .as_ref()
-                .filter(|_| self.ari_offered())
-                .and_then(|b| client::cert_id(&b.leaf));
-            tokio::spawn(async move {
-                let responder = ControlResponder::new(me.control.clone(), me.cfg.dns01.clone());
-                // A graceful upgrade hands the writer role over: the order stops here (its tokens
-                // removed while this process may still write) and the new process, which finds
-                // the certificate still due, orders it.
-                tokio::select! {
-                    _ = me.run_order(&host, renewal, replaces, &lock, &responder) => {}
-                    _ = until_closing(&me.control) => {
-                        responder.remove_all().await;
-                        log::info!("order for {host} left to the new process (graceful upgrade)");
-                    }
-                }
-                me.control.unlock(lock).await;
-                drop(permit);
-                me.control.wake_watchers();
-            });
         }
-        metrics::ACME_EXPIRING_7D.set(expiring);
-        for (state, n) in self.control.acme_state_counts() {
-            let label = serde_json::to_value(state).unwrap_or_default();
-            metrics::ACME_CERT_STATES
-                .with_label_values(&[label.as_str().unwrap_or("")])
-                .set(n);
+        let mut wake = now + 300;
+        if let Some(at) = self.fetch_due_windows(now) {
+            wake = wake.min(at);
+        }
+        // The account paused (a limit on the account, the CA unavailable): every host waits.
+        let stored = self.control.acme_stored().budget;
+        let paused = stored
+            .paused_until
+            .max(self.http.retry_after().map_or(0, unix_of));
+        if paused > now {
+            self.postpone_ready(now, paused);
+            wake = wake.min(paused);
+        } else if let Some(at) = self.start_due(now).await {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.queue().next_due() {
+            wake = wake.min(at);
         }
         let in_flight = self.tracks().values().filter(|t| t.in_flight).count();
         metrics::ACME_IN_FLIGHT.set(in_flight as i64);
@@ -281,15 +196,104 @@ impl Manager {
         Duration::from_secs((wake - now).clamp(1, 300) as u64)
     }
 
-    /// Postpone `host` until `at` (budget spent, CA asked to wait) and show it.
-    fn set_next(&self, host: &str, at: i64) {
-        let t = {
+    /// Start orders for the ready domains, soonest expiry first, while slots and budget last; when to
+    /// look again if something is waiting on time (the budget, a lock held elsewhere, the store).
+    async fn start_due(self: &Arc<Self>, now: i64) -> Option<i64> {
+        let (max, window) = (
+            self.cfg.max_orders_per_window,
+            self.cfg.order_window_seconds,
+        );
+        loop {
+            let host = {
+                let mut q = self.queue();
+                q.promote(now);
+                q.first_ready()?
+            };
+            let host = host.to_string();
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                return None; // a finishing order wakes the loop
+            };
+            // Budget is only taken when the order is placed; orders started and not placed yet count.
+            let budget = self.control.acme_stored().budget;
+            if budget.left(now, max, window) <= self.reserved.load(Ordering::SeqCst) {
+                let free = budget.next_free(now, max, window);
+                self.postpone_ready(now, free);
+                return Some(free);
+            }
+            // One order per certificate fleet-wide: another node holding the lock is doing it, and
+            // its certificate will arrive through the store.
+            let lock = match self.control.lock_order(&host, self.lock_ttl()).await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    self.set_next(&host, now + 15);
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("cannot take the order lock for {host}: {e}");
+                    return Some(now + 5);
+                }
+            };
+            // Under the lock, the certificate as the store has it: a watch that has not delivered
+            // another node's new certificate yet must not cause a second order.
+            if let Err(e) = self.control.refresh_certificate(&host).await {
+                log::warn!("cannot read the stored certificate of {host}: {e}");
+                self.control.unlock(lock).await;
+                return Some(now + 5);
+            }
+            self.schedule(&host, now);
+            if self.queue().first_ready().is_none_or(|h| *h != *host) {
+                self.control.unlock(lock).await; // no longer due
+                continue;
+            }
+            self.queue().remove(&host);
+            self.reserved.fetch_add(1, Ordering::SeqCst);
+            self.tracks().entry(host.clone()).or_default().in_flight = true;
+            self.publish_status(&host, &self.tracks()[&host].clone(), now);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let responder = ControlResponder::new(me.control.clone(), me.cfg.dns01.clone());
+                // A graceful upgrade hands the writer role over: the order stops here (its tokens
+                // removed while this process may still write) and the new process, which finds
+                // the certificate still due, orders it.
+                tokio::select! {
+                    _ = me.run_order(&host, &lock, &responder) => {}
+                    _ = until_closing(&me.control) => {
+                        responder.remove_all().await;
+                        log::info!("order for {host} left to the new process (graceful upgrade)");
+                    }
+                }
+                me.control.unlock(lock).await;
+                drop(permit);
+                me.control.acme_touch(&host);
+                me.control.wake_watchers();
+            });
+        }
+    }
+
+    /// Postpone every ready domain until `at` (the budget spent, the account paused), each showing
+    /// when; at `at` they are ready again together, soonest expiry first.
+    fn postpone_ready(self: &Arc<Self>, now: i64, at: i64) {
+        loop {
+            let host = {
+                let mut q = self.queue();
+                q.promote(now);
+                q.first_ready()
+            };
+            match host {
+                Some(h) => self.set_next(&h, at),
+                None => return,
+            }
+        }
+    }
+
+    /// Postpone `host` until `at` (a lock held elsewhere, the budget spent) and show it.
+    fn set_next(self: &Arc<Self>, host: &str, at: i64) {
+        {
             let mut tracks = self.tracks();
             let t = tracks.entry(host.to_string()).or_default();
             t.next_attempt = t.next_attempt.max(at);
-            t.clone()
-        };
-        self.publish_status(host, &t, unix_now() as i64);
+        }
+        self.schedule(host, unix_now() as i64);
     }
 
     /// Take one order from the persisted budget (shared by the fleet in etcd mode).
@@ -303,24 +307,16 @@ impl Manager {
             .await
     }
 
-    /// Drop tracking (and status) of domains that are gone or no longer `auto`.
-    fn forget_others(&self, auto: &[String]) {
-        let keep: std::collections::HashSet<&str> = auto.iter().map(String::as_str).collect();
-        self.tracks()
-            .retain(|h, t| t.in_flight || keep.contains(h.as_str()));
-        self.control.retain_acme_status(|h| keep.contains(h));
-    }
-
     /// How long the order lock outlives this node's last keep-alive.
     fn lock_ttl(&self) -> i64 {
         (self.cfg.order_timeout_seconds as i64).clamp(10, 300)
     }
 
-    fn ari_offered(&self) -> bool {
+    pub(super) fn ari_offered(&self) -> bool {
         self.ari_offered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn ari_window(&self, host: &str, serial: &str) -> Option<AriWindow> {
+    pub(super) fn ari_window(&self, host: &str, serial: &str) -> Option<AriWindow> {
         self.ari
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -329,38 +325,7 @@ impl Manager {
             .cloned()
     }
 
-    /// When to renew `b`: inside the CA's ARI window when it offers one (fetched in the background and
-    /// refreshed when the CA says), else when `renew_before_fraction` of the lifetime remains.
-    fn renew_time(self: &Arc<Self>, host: &str, b: &crate::tls::CertBundle, now: i64) -> i64 {
-        let by_fraction = renew_at(
-            b.not_before,
-            b.not_after,
-            self.cfg.renew_before_fraction,
-            jitter_of(host),
-        );
-        if !self.ari_offered() {
-            return by_fraction;
-        }
-        let window = self.ari_window(host, &b.serial);
-        if window.as_ref().is_none_or(|w| w.refetch_at <= now) {
-            if let (Some(id), Ok(permit)) = (
-                client::cert_id(&b.leaf),
-                self.ari_fetching.clone().try_acquire_owned(),
-            ) {
-                let (me, host, serial) = (self.clone(), host.to_string(), b.serial.clone());
-                tokio::spawn(async move {
-                    me.fetch_window(&host, serial, id).await;
-                    drop(permit);
-                });
-            }
-        }
-        match window {
-            Some(w) => super::schedule::ari_renew_at(w.start, w.end, jitter_of(host)),
-            None => by_fraction,
-        }
-    }
-
-    async fn fetch_window(
+    pub(super) async fn fetch_window(
         &self,
         host: &str,
         serial: String,
@@ -390,24 +355,65 @@ impl Manager {
             }
             Err(e) => {
                 log::debug!("renewal information for {host} unavailable, asking again later: {e}");
+                self.ari_queue().set(host, now + 300, None);
                 return;
             }
         };
+        self.ari_queue().set(host, window.refetch_at, None);
         self.ari
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(host.to_string(), window);
+        self.control.acme_touch(host);
         self.control.wake_watchers();
     }
 
     async fn run_order(
         self: &Arc<Self>,
         host: &str,
-        renewal: bool,
-        replaces: Option<instant_acme::CertificateIdentifier<'static>>,
         lock: &crate::store::OrderLock,
         responder: &ControlResponder,
     ) {
+        // The budget is taken now that the order is placed; none left (another order took the last):
+        // wait for the window, no failure.
+        let placed = self.take_budget(unix_now() as i64).await;
+        self.reserved.fetch_sub(1, Ordering::SeqCst);
+        let now = unix_now() as i64;
+        let wait_until = match placed {
+            Ok(true) => None,
+            Ok(false) => Some(self.control.acme_stored().budget.next_free(
+                now,
+                self.cfg.max_orders_per_window,
+                self.cfg.order_window_seconds,
+            )),
+            Err(e) => {
+                log::warn!("cannot persist the ACME order budget: {e}");
+                Some(now + 5)
+            }
+        };
+        if let Some(at) = wait_until {
+            let mut tracks = self.tracks();
+            let t = tracks.entry(host.to_string()).or_default();
+            t.in_flight = false;
+            t.next_attempt = t.next_attempt.max(at);
+            return;
+        }
+        let bundle = self.control.certificate(host);
+        let asked = self.control.renewal_requested(host);
+        self.control.renewal_done(host);
+        let why = match (&bundle, asked) {
+            (None, _) => "ordering a first certificate".to_string(),
+            (Some(_), true) => "renewing now, as asked".to_string(),
+            (Some(b), false) => format!("renewing (expires {})", rfc3339(b.not_after)),
+        };
+        self.control
+            .events()
+            .record(Kind::OrderStarted, Some(host), why, None);
+        let renewal = bundle.is_some();
+        let replaces = bundle
+            .as_ref()
+            .filter(|_| self.ari_offered())
+            .and_then(|b| client::cert_id(&b.leaf));
         // A CA that stops answering must not hold a slot forever: bound the whole order.
         let limit = Duration::from_secs(self.cfg.order_timeout_seconds.saturating_mul(2));
         let kind = self
@@ -562,7 +568,7 @@ impl Manager {
     }
 
     /// The `certificate` object shown by the domain API.
-    fn publish_status(&self, host: &str, t: &Track, now: i64) {
+    pub(super) fn publish_status(&self, host: &str, t: &Track, now: i64) {
         let bundle = self.control.certificate(host);
         let valid = bundle.as_ref().filter(|b| b.not_after > now);
         let state = match (t.in_flight, valid.is_some(), t.failures > 0) {
@@ -576,17 +582,7 @@ impl Manager {
         let status = CertStatus {
             state,
             not_after: valid.map(|b| rfc3339(b.not_after)),
-            renew_at: valid.map(|b| {
-                rfc3339(match self.ari_window(host, &b.serial) {
-                    Some(w) => super::schedule::ari_renew_at(w.start, w.end, jitter_of(host)),
-                    None => renew_at(
-                        b.not_before,
-                        b.not_after,
-                        self.cfg.renew_before_fraction,
-                        jitter_of(host),
-                    ),
-                })
-            }),
+            renew_at: valid.map(|b| rfc3339(self.shown_renew_at(host, b))),
             last_error: t.last_error.clone(),
             next_attempt: (t.failures > 0 || t.next_attempt > now).then(|| rfc3339(t.next_attempt)),
         };

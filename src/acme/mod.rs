@@ -6,6 +6,8 @@
 pub mod client;
 pub mod dns;
 pub mod manager;
+mod plan;
+pub mod queue;
 mod responder;
 pub mod schedule;
 

@@ -11,9 +11,20 @@ pub fn jitter_of(host: &str) -> f64 {
     (h.finish() % 10_000) as f64 / 10_000.0
 }
 
+/// Lifetimes up to this are short-lived certificates (Let's Encrypt's `shortlived` profile: 160 hours).
+pub const SHORT_LIVED: i64 = 10 * 86_400;
+
 /// Renew when `fraction` of the lifetime remains, moved earlier by up to 5% of the lifetime (jitter).
+/// A short-lived certificate renews when at least half remains: a 6-day certificate at about day 3,
+/// leaving days for retries, as the CA recommends.
 pub fn renew_at(not_before: i64, not_after: i64, fraction: f64, jitter: f64) -> i64 {
-    let lifetime = (not_after - not_before).max(0) as f64;
+    let span = (not_after - not_before).max(0);
+    let fraction = if span <= SHORT_LIVED {
+        fraction.max(0.5)
+    } else {
+        fraction
+    };
+    let lifetime = span as f64;
     let at = not_after as f64 - lifetime * fraction - lifetime * 0.05 * jitter;
     at.floor() as i64
 }
@@ -52,6 +63,22 @@ mod tests {
     const DAY: i64 = 86_400;
 
     #[test]
+    fn short_lived_certificates_renew_at_about_half() {
+        let (nb, na) = (0, 6 * DAY + 16 * 3600); // 160 hours
+        let at = renew_at(nb, na, 0.33, 0.0);
+        assert_eq!(at, (na as f64 * 0.5).floor() as i64);
+        let early = renew_at(nb, na, 0.33, 0.9999);
+        assert!(early < at && early > na / 2 - na / 20 - 1, "{early}");
+        // A larger configured fraction still wins.
+        assert_eq!(renew_at(nb, na, 0.7, 0.0), (na as f64 * 0.3).floor() as i64);
+        // A 90-day certificate keeps the configured fraction.
+        assert_eq!(
+            renew_at(0, 90 * DAY, 0.33, 0.0),
+            (90.0 * DAY as f64 * 0.67).floor() as i64
+        );
+    }
+
+    #[test]
     fn renews_when_a_third_of_the_lifetime_remains() {
         // A 90-day certificate from day 0: a third remains at day 60; jitter moves it up to 4.5 days earlier.
         let (nb, na) = (0, 90 * DAY);
@@ -62,8 +89,8 @@ mod tests {
         let early = renew_at(nb, na, 0.33, 0.999);
         assert!(early < renew_at(nb, na, 0.33, 0.0));
         assert!(early >= renew_at(nb, na, 0.33, 0.0) - (4.5 * DAY as f64) as i64);
-        // Short-lived certificates scale the same way: 30 s lifetime, renew after 20 s.
-        assert_eq!(renew_at(1000, 1030, 1.0 / 3.0, 0.0), 1020);
+        // Test certificates of 30 s are short-lived: renewed after 15 s.
+        assert_eq!(renew_at(1000, 1030, 1.0 / 3.0, 0.0), 1015);
         // Degenerate input does not panic.
         assert_eq!(renew_at(10, 5, 0.33, 0.5), 5);
     }

@@ -123,6 +123,21 @@ impl Control {
     }
 
     pub(super) fn apply_memory(&self, c: Change) {
+        match &c {
+            Change::PutDomain(d) => self.acme_touch(&d.host),
+            Change::DeleteDomain { host } | Change::DeleteCertificate { host } => {
+                self.acme_touch(host)
+            }
+            Change::PutCertificate(rec) => self.acme_touch(&rec.host),
+            Change::PutAcmeBudget(b) => {
+                // Back-offs set or cleared (by this node or another): those hosts move in the queue.
+                let old = self.acme_stored_mut().budget.backoff.clone();
+                for host in old.keys().chain(b.backoff.keys()) {
+                    self.acme_touch(host);
+                }
+            }
+            _ => {}
+        }
         match c {
             Change::PutDomain(d) => self.put_route(&d),
             Change::DeleteDomain { host } => {

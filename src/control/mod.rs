@@ -13,6 +13,7 @@
 //! caught up, and `Closed` once it handed the writer role to its successor. Admin writes wait, bounded,
 //! for `Open`.
 
+mod acme_feed;
 mod apply;
 mod commit;
 pub mod fleet;
@@ -75,6 +76,8 @@ pub struct Control {
     /// `tls: "auto"` hosts whose renewal was asked for (`POST /v1/domains/{host}/renew`), until the
     /// manager places the order. Memory only: a request is not a change of state.
     renewals: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Changes the ACME manager's renewal queue has not seen yet.
+    acme_feed: std::sync::Mutex<acme_feed::AcmeFeed>,
 }
 
 impl Control {
@@ -92,6 +95,7 @@ impl Control {
             fresh: Default::default(),
             events: Events::default(),
             renewals: Default::default(),
+            acme_feed: Default::default(),
         }
     }
 
@@ -102,6 +106,7 @@ impl Control {
     /// Ask the ACME manager to renew `host` now (still within the order budget and any back-off).
     pub fn request_renewal(&self, host: &str) {
         self.renewals_mut().insert(host.to_string());
+        self.acme_touch(host);
         self.wake_watchers();
     }
 
@@ -191,6 +196,33 @@ impl Control {
         self.renewals_mut().retain(|h| keep(h));
     }
 
+    /// Bring this node's copy of `host`'s certificate up to the store's (a fleet: another node may
+    /// have just stored a new one that the watch has not delivered yet).
+    pub async fn refresh_certificate(&self, host: &str) -> Result<(), StoreError> {
+        if let Some(rec) = self.store.read_certificate(host).await? {
+            let newer = self
+                .state
+                .certs
+                .get(host)
+                .is_none_or(|b| !b.is_stored_as(&rec));
+            if newer {
+                self.apply_memory(crate::model::Change::PutCertificate(rec));
+            }
+        }
+        Ok(())
+    }
+
+    /// `host` is no longer `tls: "auto"`: no status, no pending renewal request.
+    pub fn forget_acme_status(&self, host: &str) {
+        self.acme_status.remove(host);
+        self.renewals_mut().remove(host);
+    }
+
+    /// The stored back-off of `host`, if its orders failed.
+    pub fn acme_backoff(&self, host: &str) -> Option<crate::model::Backoff> {
+        self.acme_stored_mut().budget.backoff.get(host).cloned()
+    }
+
     pub fn domain(&self, host: &str) -> Option<Domain> {
         self.state.routes.get(host).map(|r| r.domain.clone())
     }
@@ -254,6 +286,37 @@ impl Control {
     /// Gauges too costly to keep current on every change (O(n) in certificates): set at each scrape.
     pub fn refresh_scrape_gauges(&self) {
         metrics::CERT_SOONEST_EXPIRY.set(self.state.certs.soonest_expiry().unwrap_or(0));
+        let following = self
+            .acme_feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .following();
+        if following {
+            self.refresh_acme_gauges();
+        }
+    }
+
+    /// The ACME gauges (O(n) in `auto` domains): certificates by state, and those expiring within 7
+    /// days.
+    fn refresh_acme_gauges(&self) {
+        for (state, n) in self.acme_state_counts() {
+            let label = serde_json::to_value(state).unwrap_or_default();
+            metrics::ACME_CERT_STATES
+                .with_label_values(&[label.as_str().unwrap_or("")])
+                .set(n);
+        }
+        let soon = crate::model::unix_now() as i64 + 7 * 86_400;
+        let expiring = self
+            .acme_status
+            .iter()
+            .filter(|s| {
+                self.state
+                    .certs
+                    .get(s.key())
+                    .is_some_and(|b| b.not_after < soon)
+            })
+            .count();
+        metrics::ACME_EXPIRING_7D.set(expiring as i64);
     }
 }
 

@@ -89,6 +89,7 @@ impl Control {
         };
         // The snapshot is the store; seeds not yet written are served from the file still.
         self.preview(&mut self.seeds_mut());
+        self.acme_touch_all();
         self.wake_watchers();
     }
 

@@ -132,6 +132,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Release a lock taken with `lock_order`.
     async fn unlock(&self, _lock: OrderLock) {}
+    /// The certificate stored for `host`, read from the store itself now (a fleet store: a
+    /// linearizable read, newer than what its watch may have delivered). `None` from a store whose
+    /// writer's memory is the store (a single node), or when none is stored.
+    async fn read_certificate(&self, _host: &str) -> Result<Option<CertRecord>, StoreError> {
+        Ok(None)
+    }
     /// Change the persisted ACME budget record (the new-order window and the back-offs) with `update`
     /// (`current` is this node's copy): the new record when `update` says it changed it, `None` when
     /// it refused (the window is spent). A fleet store does it atomically (compare-and-swap, `update`

@@ -12,7 +12,7 @@ mod members;
 
 use super::OrderLock;
 use super::{Change, Revision, Snapshot, Store, StoreError};
-use crate::model::{Budget, Challenge};
+use crate::model::{Budget, CertRecord, Challenge};
 use async_trait::async_trait;
 use call::{Failure, Markers, Written};
 use codec::Codec;
@@ -291,6 +291,23 @@ impl EtcdStore {
 impl Store for EtcdStore {
     fn atomic_limit(&self) -> usize {
         MAX_TXN_OPS
+    }
+
+    async fn read_certificate(&self, host: &str) -> Result<Option<CertRecord>, StoreError> {
+        let key = self.codec.key("certs", host);
+        let resp = self
+            .call("reading a certificate", |c| {
+                let key = key.clone();
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
+        let Some(item) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        match self.codec.decode(item.key(), Some(item.value()))? {
+            Some(Change::PutCertificate(rec)) => Ok(Some(rec)),
+            _ => Ok(None),
+        }
     }
 
     /// A linearizable read of the whole prefix (retried on another member: a read has no effect).
