@@ -266,6 +266,13 @@ pub fn build(config: Config, opt: Opt, prepared: Prepared) -> anyhow::Result<Ser
     if let Some(acme) = config.acme.clone() {
         let manager = crate::acme::manager::Manager::new(acme, control.clone())
             .map_err(anyhow::Error::msg)?;
+        if config.acme.as_ref().is_some_and(|a| a.profile.is_some()) {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(manager.check_profile())
+                .map_err(anyhow::Error::msg)?;
+        }
         server.add_service(background_service(
             "acme manager",
             crate::acme::manager::ManagerService {

@@ -160,6 +160,48 @@ impl HttpClient for CaHttp {
     }
 }
 
+/// The profiles the directory lists (`meta.profiles`, draft-aaron-acme-profiles), sorted; empty when it
+/// lists none.
+pub async fn directory_profiles(http: &CaHttp, directory: &str) -> Result<Vec<String>, String> {
+    let req = http::Request::get(directory)
+        .body(BodyWrapper::from(Vec::new()))
+        .map_err(|e| format!("{directory}: {e}"))?;
+    let mut rsp = HttpClient::request(http, req)
+        .await
+        .map_err(|e| format!("{directory}: {e}"))?;
+    if !rsp.parts.status.is_success() {
+        return Err(format!("{directory} answered {}", rsp.parts.status));
+    }
+    let body = rsp
+        .body
+        .into_bytes()
+        .await
+        .map_err(|e| format!("{directory}: {e}"))?;
+    let dir: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{directory}: not a directory: {e}"))?;
+    let mut names: Vec<String> = dir["meta"]["profiles"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
+/// Why `profile` cannot be asked for at a directory offering `offered`, or `None` when it can.
+pub fn profile_refusal(profile: &str, directory: &str, offered: &[String]) -> Option<String> {
+    if offered.iter().any(|p| p == profile) {
+        return None;
+    }
+    Some(if offered.is_empty() {
+        format!("`{profile}`: the ACME directory {directory} offers no profiles")
+    } else {
+        format!(
+            "`{profile}` is not offered by the ACME directory {directory} (it offers {})",
+            offered.join(", ")
+        )
+    })
+}
+
 /// Load the account from stored credentials, or create it. Returns the account and, when created,
 /// the credentials JSON to store.
 pub async fn account(
@@ -443,6 +485,19 @@ mod tests {
             b = b.header(http::header::RETRY_AFTER, v);
         }
         BytesResponse::from(b.body(http_body_util::Full::new(Bytes::new())).unwrap())
+    }
+
+    #[test]
+    fn profiles_not_offered_are_refused_with_what_is() {
+        let offered = vec!["classic".to_string(), "shortlived".to_string()];
+        assert_eq!(
+            profile_refusal("shortlived", "https://ca/dir", &offered),
+            None
+        );
+        let e = profile_refusal("tlsserver", "https://ca/dir", &offered).unwrap();
+        assert!(e.contains("classic, shortlived"), "{e}");
+        let e = profile_refusal("tlsserver", "https://ca/dir", &[]).unwrap();
+        assert!(e.contains("offers no profiles"), "{e}");
     }
 
     #[test]

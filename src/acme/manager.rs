@@ -127,6 +127,12 @@ impl Manager {
                 .await
                 .map_err(|e| OrderError::Local(format!("storing the ACME account: {e}")))?;
         }
+        if let Some(p) = self.cfg.profile.as_deref() {
+            let offered: Vec<String> = account.profiles().map(|m| m.name.to_string()).collect();
+            if let Some(why) = client::profile_refusal(p, &self.cfg.directory, &offered) {
+                return Err(OrderError::Local(format!("edgeward.acme.profile {why}")));
+            }
+        }
         let account = Arc::new(account);
         *slot = Some(account.clone());
         Ok(account)
@@ -147,6 +153,32 @@ impl Manager {
                 .control
                 .apply(vec![Change::PutAcmeAccount(record)])
                 .await;
+        }
+    }
+
+    /// At start-up, with `acme.profile` set: refuse a profile the directory does not list. A CA that
+    /// does not answer within 10 s is not a reason to refuse to start (orders check again).
+    pub async fn check_profile(&self) -> Result<(), String> {
+        let Some(p) = self.cfg.profile.as_deref() else {
+            return Ok(());
+        };
+        let dir = &self.cfg.directory;
+        let listed = client::directory_profiles(&self.http, dir);
+        match tokio::time::timeout(Duration::from_secs(10), listed).await {
+            Ok(Ok(offered)) => match client::profile_refusal(p, dir, &offered) {
+                Some(why) => Err(format!("edgeward.acme.profile: {why}")),
+                None => Ok(()),
+            },
+            Ok(Err(e)) => {
+                log::warn!("cannot check edgeward.acme.profile now ({e}); orders will");
+                Ok(())
+            }
+            Err(_) => {
+                log::warn!(
+                    "{dir} did not answer within 10 s; edgeward.acme.profile checked by orders"
+                );
+                Ok(())
+            }
         }
     }
 

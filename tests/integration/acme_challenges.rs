@@ -289,3 +289,33 @@ async fn tls_alpn01_order_on_a_node_without_http_listener() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_the_directory_does_not_list_is_refused_at_start_up() {
+    let mut e = Edgeward::new("");
+    let p = Pebble::start(e.http, None).await;
+    // Pebble 2.4 lists no profiles at all.
+    e.extra = p.acme_yaml("    profile: tlsserver\n");
+    e.write_config();
+    std::fs::write(e.dir.join("admin.token"), crate::harness::TOKEN).unwrap();
+    let mut child = std::process::Command::new(crate::harness::bin())
+        .arg("-c")
+        .arg(e.config_path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually("edgeward to refuse to start", || {
+        let s = child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("edgeward.acme.profile") && err.contains("offers no profiles"),
+        "{err}"
+    );
+}
