@@ -60,6 +60,9 @@ pub async fn scoped<F: Future>(fut: F) -> (F::Output, Option<CaAsked>) {
 pub struct CaHttp {
     inner: Inner,
     retry_after: Arc<Mutex<Option<SystemTime>>>,
+    /// The CA accepted an order's `replaces` without reflecting it (RFC 9773 says it must): later
+    /// renewals do not send it.
+    replaces_ignored: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CaHttp {
@@ -99,7 +102,15 @@ impl CaHttp {
         Ok(CaHttp {
             inner,
             retry_after: Arc::default(),
+            replaces_ignored: Arc::default(),
         })
+    }
+
+    /// Should renewal orders name the certificate they replace?
+    pub fn sends_replaces(&self) -> bool {
+        !self
+            .replaces_ignored
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The `Retry-After` time of the most recent 429/503, if it is still in the future.
@@ -348,20 +359,38 @@ fn challenge_type(kind: AcmeChallenge) -> ChallengeType {
 pub async fn issue(
     account: &Account,
     cfg: &AcmeConfig,
+    http: &CaHttp,
     host: &str,
     kind: AcmeChallenge,
     replaces: Option<CertificateIdentifier<'static>>,
     responder: &dyn Responder,
 ) -> Result<Issued, OrderError> {
     let ids = [Identifier::Dns(host.to_string())];
-    let mut new_order = NewOrder::new(&ids);
-    if let Some(id) = replaces {
-        new_order = new_order.replaces(id);
-    }
-    if let Some(p) = cfg.profile.as_deref() {
-        new_order = new_order.profile(p);
-    }
-    let mut order = account.new_order(&new_order).await?;
+    let plain = || match cfg.profile.as_deref() {
+        Some(p) => NewOrder::new(&ids).profile(p),
+        None => NewOrder::new(&ids),
+    };
+    let sent_replaces = replaces.is_some() && http.sends_replaces();
+    let new_order = match replaces.filter(|_| sent_replaces) {
+        Some(id) => plain().replaces(id),
+        None => plain(),
+    };
+    let mut order = match account.new_order(&new_order).await {
+        // The CA took the order but dropped `replaces` (acme2certifier 0.46 does): instant-acme
+        // refuses such an order, so order again without it, and stop sending it to this CA.
+        Err(instant_acme::Error::Other(e))
+            if sent_replaces && e.to_string().starts_with("replaces field mismatch") =>
+        {
+            log::warn!(
+                "the CA does not reflect `replaces` in its orders (RFC 9773 section 5); renewals \
+                 no longer send it"
+            );
+            http.replaces_ignored
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            account.new_order(&plain()).await?
+        }
+        r => r?,
+    };
     let mut authzs = order.authorizations();
     while let Some(authz) = authzs.next().await {
         let mut authz = authz?;

@@ -454,7 +454,10 @@ impl Manager {
             .map_or(AcmeChallenge::Http01, |d| d.challenge());
         let order = async {
             let account = self.account().await?;
-            client::issue(&account, &self.cfg, host, kind, replaces, responder).await
+            client::issue(
+                &account, &self.cfg, &self.http, host, kind, replaces, responder,
+            )
+            .await
         };
         // What the CA asks (`Retry-After`) is recorded for this order alone.
         let (result, asked) = client::scoped(tokio::time::timeout(limit, order)).await;

@@ -1,7 +1,9 @@
 //! Integration tests: the real edgeward binary, real upstreams, real HTTP clients, on loopback.
 
+mod a2c;
 mod access_log;
 mod acme;
+mod acme_ari;
 mod acme_challenges;
 mod acme_limits;
 mod activity;
