@@ -615,3 +615,49 @@ async fn challenge_misses_reach_etcd_only_within_bounds() {
         assert_eq!(w.await.unwrap().unwrap(), 404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_alpn_order_by_one_node_is_validated_through_another() {
+    let up = Upstream::start("up").await;
+    let etcd = Etcd::cluster(1).await;
+    let mut b = Edgeward::new("");
+    b.state_extra = etcd.state_yaml();
+    let pebble = crate::pebble::Pebble::start_with(crate::pebble::PebbleOpts {
+        http_port: free_port(), // nothing there: only TLS-ALPN-01 can succeed
+        tls_port: Some(b.https),
+        ..Default::default()
+    })
+    .await;
+    b.spawn().await;
+    let mut a = Edgeward::new(&pebble.acme_yaml("    retry: {min_seconds: 1, max_seconds: 4}\n"));
+    a.state_extra = etcd.state_yaml();
+    a.spawn().await;
+    // B has no `acme` section: as a fleet node it accepts the challenge the issuing nodes use.
+    b.put_domain(
+        "alpn-fleet.test",
+        &[up.addr],
+        r#", "tls": "auto", "acme_challenge": "tls-alpn-01""#,
+    )
+    .await;
+    let serial = certificate_serial(&b, "alpn-fleet.test").await;
+    let metrics = b.metrics().await;
+    assert!(
+        !metrics.contains("edgeward_tls_handshakes_total{result=\"ok\"} 0"),
+        "B completed Pebble's acme-tls/1 handshake: {metrics}"
+    );
+    let (_, order) = a.api("GET", "/v1/domains/alpn-fleet.test", None).await;
+    assert_eq!(order["certificate"]["state"], "valid", "{order}");
+    let root = pebble.issuing_root().await;
+    let port = b.https;
+    let served = tokio::task::spawn_blocking(move || {
+        crate::certs::connect(port, Some("alpn-fleet.test"), &root)
+            .map(|s| crate::certs::peer_serial(&s))
+    })
+    .await
+    .unwrap();
+    assert_eq!(served, Ok(serial));
+    assert_eq!(
+        b.api("GET", "/v1/challenges", None).await.1,
+        serde_json::json!([])
+    );
+}
