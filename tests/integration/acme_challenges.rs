@@ -319,3 +319,46 @@ async fn a_profile_the_directory_does_not_list_is_refused_at_start_up() {
         "{err}"
     );
 }
+
+/// A listener that accepts and never answers: a validation sent there waits.
+async fn black_hole(addr: &str) -> tokio::task::JoinHandle<()> {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_cut_off_by_its_timeout_removes_its_challenge() {
+    let mut e = Edgeward::new("");
+    let p = Pebble::start(e.http, None).await;
+    e.extra = p.acme_yaml(&format!("{RETRY}    order_timeout_seconds: 3\n"));
+    e.spawn().await;
+    let up = Upstream::start("up").await;
+    // Pebble's validation of stuck.test waits on a black hole, so the order is still open when the CA
+    // stops answering altogether.
+    p.point("stuck.test", "127.0.0.3").await;
+    let _hole = black_hole(&format!("127.0.0.3:{}", e.http)).await;
+    e.put_domain("stuck.test", &[up.addr], r#", "tls": "auto""#)
+        .await;
+    eventually("the order to register its token", || async {
+        let (_, c) = e.api("GET", "/v1/challenges", None).await;
+        (c.as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    p.freeze();
+    let failed = until_state(&e, "stuck.test", "failed").await;
+    p.thaw();
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not finish within 6 s")),
+        "{failed}"
+    );
+    let (_, c) = e.api("GET", "/v1/challenges", None).await;
+    assert_eq!(c, serde_json::json!([]), "the token went with the order");
+    assert_eq!(e.stored().challenges.len(), 0);
+}

@@ -142,6 +142,21 @@ impl Pebble {
         .await;
     }
 
+    /// SIGSTOP Pebble: it keeps its sockets and answers nothing (a CA that stopped answering).
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.pebble.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on a child this harness started; no memory involved.
+        unsafe { libc::kill(pid, sig) };
+    }
+
     pub fn stop_pebble(&mut self) {
         if let Some(mut c) = self.pebble.take() {
             let _ = c.kill();
