@@ -141,6 +141,10 @@ enum DomainCmd {
         /// Upstream read timeout for this domain (milliseconds).
         #[arg(long)]
         read_timeout_ms: Option<u64>,
+        /// How tls auto proves the name: http-01, tls-alpn-01 or dns-01 (default: http-01, dns-01 for
+        /// wildcards).
+        #[arg(long)]
+        acme_challenge: Option<String>,
     },
     /// List domains.
     Ls {
@@ -268,7 +272,7 @@ fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::
     rt.block_on(async move {
         let print = |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         match cmd {
-            Command::Domain(DomainCmd::Put { host, upstreams, tls, redirect_https, passthrough_challenges, certificate_host, read_timeout_ms }) => {
+            Command::Domain(DomainCmd::Put { host, upstreams, tls, redirect_https, passthrough_challenges, certificate_host, read_timeout_ms, acme_challenge }) => {
                 let mut body = json!({
                     "upstreams": upstreams,
                     "tls": tls,
@@ -278,6 +282,9 @@ fn run_client(cmd: Command, admin: AdminArgs, conf: Option<PathBuf>) -> anyhow::
                 });
                 if let Some(ms) = read_timeout_ms {
                     body["upstream_timeouts"] = json!({"read_timeout_ms": ms});
+                }
+                if let Some(c) = acme_challenge {
+                    body["acme_challenge"] = json!(c);
                 }
                 print(c.domain_put(&host, body).await?);
             }

@@ -110,6 +110,20 @@ async fn operator_commands_drive_the_admin_api() {
     // Errors from the API reach the operator.
     let (ok, _, err) = run(&["domain", "put", "cli.test", "--upstream", "nope", "-c", c]);
     assert!(!ok && err.contains("upstreams[0]"), "{err}");
+    let addr = up.addr.to_string();
+    let put = ["domain", "put", "cli2.test", "--upstream", &addr, "-c", c];
+    let (ok, _, err) = run(&[&put[..], &["--acme-challenge", "dns-01"]].concat());
+    assert!(
+        !ok && err.contains("acme_challenge"),
+        "no dns01 section here: {err}"
+    );
+    let (ok, out, err) = run(&[&put[..], &["--acme-challenge", "tls-alpn-01"]].concat());
+    assert!(
+        ok && out.contains("\"acme_challenge\": \"tls-alpn-01\""),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(&["domain", "rm", "cli2.test", "-c", c]);
+    assert!(ok, "{err}");
     let (ok, _, err) = run(&["domain", "ls", "-c", c, "--token", "wrong"]);
     assert!(!ok && err.contains("401"), "{err}");
 
