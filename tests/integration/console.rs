@@ -282,7 +282,13 @@ async fn firefox_switches_lets_encrypt_on_and_renews_now() {
 async fn switches_lets_encrypt_on_and_renews_now_in(kind: Kind) {
     let up = Upstream::start("up").await;
     let mut e = Edgeward::new("");
-    let p = Pebble::start(e.http, None).await;
+    // Validated with TLS-ALPN-01, chosen in the form, on edgeward's HTTPS listener.
+    let p = Pebble::start_with(crate::pebble::PebbleOpts {
+        http_port: e.http,
+        tls_port: Some(e.https),
+        ..Default::default()
+    })
+    .await;
     e.extra = p.acme_yaml("    retry: {min_seconds: 1, max_seconds: 8}\n");
     e.spawn().await;
     let host = "le.test";
@@ -292,6 +298,18 @@ async fn switches_lets_encrypt_on_and_renews_now_in(kind: Kind) {
     b.find("#f-tls").await;
     assert!(!b.find("#renew").await.is_displayed().await.unwrap());
     b.select("#f-tls", "auto").await;
+    // DNS-01 is not configured on this node: refused, next to the field.
+    b.select("#f-acme-challenge", "dns-01").await;
+    b.click("#save").await;
+    let msg = b
+        .wait_text(
+            "[data-error-for=acme_challenge]",
+            "the challenge's error",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(msg.contains("dns01"), "{msg}");
+    b.select("#f-acme-challenge", "tls-alpn-01").await;
     b.click("#save").await;
     b.wait_text("#cert-state", "the certificate to turn valid", |t| {
         t == "valid"
@@ -306,6 +324,8 @@ async fn switches_lets_encrypt_on_and_renews_now_in(kind: Kind) {
     b.wait_text("#cert-status", "the serial shown", |t| t.contains(&first))
         .await;
     b.screenshot("lets-encrypt-valid").await;
+    let (_, d) = e.api("GET", &format!("/v1/domains/{host}"), None).await;
+    assert_eq!(d["acme_challenge"], "tls-alpn-01", "{d}");
 
     b.click("#renew").await;
     let second = eventually("the renewed certificate", || async {

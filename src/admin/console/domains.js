@@ -89,6 +89,10 @@ function domainForm(d) {
   const challenges = h("select", { name: "acme_challenges", id: "f-challenges" },
     [["intercept", "Answered by edgeward"], ["passthrough", "Passed to the upstream (the customer runs ACME)"]]
       .map(([v, t]) => h("option", { value: v, selected: d ? d.acme_challenges === v : v === "intercept" }, t)));
+  const challenge = h("select", { name: "acme_challenge", id: "f-acme-challenge" },
+    [["", "Default (HTTP-01; DNS-01 for a wildcard)"], ["http-01", "HTTP-01 (port 80)"],
+      ["tls-alpn-01", "TLS-ALPN-01 (port 443)"], ["dns-01", "DNS-01 (a TXT record)"]]
+      .map(([v, t]) => h("option", { value: v, selected: (d && d.acme_challenge || "") === v }, t)));
   const form = h("form", { class: "panel", id: "domain-form", novalidate: true },
     h("h2", {}, isNew ? "New domain" : "Settings"),
     isNew ? field("host", "Host", host, "An exact name, or a wildcard (*.example) for every name under it.") : null,
@@ -96,6 +100,8 @@ function domainForm(d) {
     field("tls", "TLS", tls),
     field("redirect_https", "Redirect HTTP to HTTPS", redirect),
     field("acme_challenges", "ACME challenges", challenges),
+    field("acme_challenge", "Let's Encrypt validation", challenge,
+      "How Let's Encrypt checks the name when TLS is Let's Encrypt."),
     h("div", { class: "form-error", role: "alert" }),
     h("div", { class: "buttons" }, h("button", { type: "submit", id: "save" }, isNew ? "Add domain" : "Save")));
   const body = () => {
@@ -105,6 +111,7 @@ function domainForm(d) {
       redirect_https: redirect.checked,
       acme_challenges: challenges.value,
     };
+    if (challenge.value) b.acme_challenge = challenge.value;
     // What the form does not show is kept as stored.
     if (d && d.certificate_host) b.certificate_host = d.certificate_host;
     if (d && d.upstream_timeouts) b.upstream_timeouts = d.upstream_timeouts;
