@@ -3,9 +3,12 @@
 //! `schedule` is pure (when to renew, when to retry); the persisted account and new-order budget
 //! are records (`model::acme`); `manager` is the background service that ties them together.
 
+mod ca;
+pub mod ca_http;
 pub mod client;
 pub mod dns;
 pub mod manager;
+mod order;
 mod plan;
 pub mod queue;
 mod responder;

@@ -93,23 +93,13 @@ impl ControlResponder {
 impl Responder for ControlResponder {
     async fn present(&self, proof: Proof<'_>) -> Result<(), String> {
         match proof {
-            Proof::Http01 {
+            Proof::Token {
+                kind,
                 token,
                 host,
                 key_authorization,
-            } => {
-                self.put_token(token, host, key_authorization, AcmeChallenge::Http01)
-                    .await
-            }
-            Proof::TlsAlpn01 {
-                token,
-                host,
-                key_authorization,
-            } => {
-                self.put_token(token, host, key_authorization, AcmeChallenge::TlsAlpn01)
-                    .await
-            }
-            Proof::Dns01 { domain, value } => {
+            } => self.put_token(token, host, key_authorization, kind).await,
+            Proof::Txt { domain, value } => {
                 let dns = self
                     .dns
                     .as_ref()

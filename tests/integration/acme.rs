@@ -17,7 +17,7 @@ async fn pair(validity: Option<u64>, acme_extra: &str) -> (Edgeward, Pebble) {
     (e, p)
 }
 
-async fn cert_state(e: &Edgeward, host: &str) -> serde_json::Value {
+pub async fn cert_state(e: &Edgeward, host: &str) -> serde_json::Value {
     e.api("GET", &format!("/v1/domains/{host}"), None).await.1["certificate"].clone()
 }
 

@@ -2,6 +2,7 @@
 //! a refusing zone, a hook script using `nsupdate`) with Pebble validating through that BIND, and
 //! TLS-ALPN-01 on a node with no HTTP listener at all.
 
+use crate::acme::cert_state;
 use crate::bind::{Bind, Zone, KEY_NAME};
 use crate::certs::{connect, peer_serial};
 use crate::harness::{eventually, free_port, Edgeward, Upstream};
@@ -9,10 +10,6 @@ use crate::pebble::{Pebble, PebbleOpts};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
 const RETRY: &str = "    retry: {min_seconds: 1, max_seconds: 8}\n";
-
-async fn cert_state(e: &Edgeward, host: &str) -> serde_json::Value {
-    e.api("GET", &format!("/v1/domains/{host}"), None).await.1["certificate"].clone()
-}
 
 async fn until_state(e: &Edgeward, host: &str, state: &str) -> serde_json::Value {
     eventually(&format!("{host} to be {state}"), || async {
