@@ -1,7 +1,9 @@
-//! The ACME certificate manager: domains with `tls: "auto"` get a certificate from the CA through
-//! edgeward's own HTTP-01 responder, and keep it renewed. `client` is the only code talking to the CA;
-//! `schedule` is pure (when to renew, when to retry); the persisted account and new-order budget
-//! are records (`model::acme`); `manager` is the background service that ties them together.
+//! The ACME certificate manager: domains with `tls: "auto"` get a certificate from the CA, proved with
+//! HTTP-01 or TLS-ALPN-01 (answered by edgeward itself, `responder`) or DNS-01 (`dns`: RFC 2136 or a
+//! hook), and keep it renewed. `client` (over `ca_http`) is the only code talking to the CA;
+//! `schedule` is pure (when to renew, when to retry); `queue` orders the domains by when they are due
+//! and `plan` places them; `manager` is the background service, `order` one order's life and `ca` the
+//! account, the profile check and ARI. The persisted account and budget are records (`model::acme`).
 
 mod ca;
 pub mod ca_http;
