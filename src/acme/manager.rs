@@ -176,15 +176,20 @@ impl Manager {
             };
             // Under the lock, the certificate as the store has it: a watch that has not delivered
             // another node's new certificate yet must not cause a second order.
-            if let Err(e) = self.control.refresh_certificate(&host).await {
-                log::warn!("cannot read the stored certificate of {host}: {e}");
-                self.control.unlock(lock).await;
-                return Some(now + 5);
-            }
-            self.schedule(&host, now);
-            if self.queue().first_ready().is_none_or(|h| *h != *host) {
-                self.control.unlock(lock).await; // no longer due
-                continue;
+            match self.control.refresh_certificate(&host).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.schedule(&host, now);
+                    if self.queue().first_ready().is_none_or(|h| *h != *host) {
+                        self.control.unlock(lock).await; // no longer due
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("cannot read the stored certificate of {host}: {e}");
+                    self.control.unlock(lock).await;
+                    return Some(now + 5);
+                }
             }
             self.queue().remove(&host);
             self.reserved.fetch_add(1, Ordering::SeqCst);
@@ -268,7 +273,7 @@ impl Manager {
         let status = CertStatus {
             state,
             not_after: valid.map(|b| rfc3339(b.not_after)),
-            renew_at: valid.map(|b| rfc3339(self.shown_renew_at(host, b))),
+            renew_at: valid.map(|b| rfc3339(self.renew_at(host, b))),
             last_error: t.last_error.clone(),
             next_attempt: (t.failures > 0 || t.next_attempt > now).then(|| rfc3339(t.next_attempt)),
         };

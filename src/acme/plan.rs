@@ -81,26 +81,16 @@ impl Manager {
         track
     }
 
-    /// When to renew `b`: inside the CA's ARI window when it offers one, else when
-    /// `renew_before_fraction` of the lifetime remains. A missing or stale window is queued for
-    /// fetching; its arrival reschedules the host.
+    /// When to renew `b` (`renew_at`), with a missing or stale ARI window queued for fetching: its
+    /// arrival reschedules the host.
     pub(super) fn renew_time(&self, host: &str, b: &CertBundle, now: i64) -> i64 {
-        let by_fraction = renew_at(
-            b.not_before,
-            b.not_after,
-            self.cfg.renew_before_fraction,
-            jitter_of(host),
-        );
-        if !self.ari_offered() {
-            return by_fraction;
+        if self.ari_offered() {
+            let refetch = self
+                .ari_window(host, &b.serial)
+                .map_or(now, |w| w.refetch_at);
+            self.ari_queue().set(host, refetch, None);
         }
-        let window = self.ari_window(host, &b.serial);
-        let refetch = window.as_ref().map_or(now, |w| w.refetch_at);
-        self.ari_queue().set(host, refetch, None);
-        match window {
-            Some(w) => ari_renew_at(w.start, w.end, jitter_of(host)),
-            None => by_fraction,
-        }
+        self.renew_at(host, b)
     }
 
     /// Start the ARI fetches that are due, as many as may run at once; when the next one is due.
@@ -135,8 +125,9 @@ impl Manager {
         self.ari_queue().next_due()
     }
 
-    /// The `renew_at` shown by the API.
-    pub(super) fn shown_renew_at(&self, host: &str, b: &CertBundle) -> i64 {
+    /// When to renew `b`: inside the CA's ARI window once it is fetched, else when
+    /// `renew_before_fraction` of the lifetime remains. What the API shows as `renew_at`.
+    pub(super) fn renew_at(&self, host: &str, b: &CertBundle) -> i64 {
         match self.ari_window(host, &b.serial) {
             Some(w) => ari_renew_at(w.start, w.end, jitter_of(host)),
             None => renew_at(

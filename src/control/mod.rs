@@ -197,19 +197,20 @@ impl Control {
     }
 
     /// Bring this node's copy of `host`'s certificate up to the store's (a fleet: another node may
-    /// have just stored a new one that the watch has not delivered yet).
-    pub async fn refresh_certificate(&self, host: &str) -> Result<(), StoreError> {
-        if let Some(rec) = self.store.read_certificate(host).await? {
-            let newer = self
-                .state
-                .certs
-                .get(host)
-                .is_none_or(|b| !b.is_stored_as(&rec));
-            if newer {
-                self.apply_memory(crate::model::Change::PutCertificate(rec));
-            }
+    /// have just stored a new one that the watch has not delivered yet). True when it changed.
+    pub async fn refresh_certificate(&self, host: &str) -> Result<bool, StoreError> {
+        let Some(rec) = self.store.read_certificate(host).await? else {
+            return Ok(false);
+        };
+        let newer = self
+            .state
+            .certs
+            .get(host)
+            .is_none_or(|b| !b.is_stored_as(&rec));
+        if newer {
+            self.apply_memory(crate::model::Change::PutCertificate(rec));
         }
-        Ok(())
+        Ok(newer)
     }
 
     /// `host` is no longer `tls: "auto"`: no status, no pending renewal request.
