@@ -233,7 +233,7 @@ impl Manager {
     }
 
     /// Postpone `host` until `at` (a lock held elsewhere, the budget spent) and show it.
-    fn set_next(self: &Arc<Self>, host: &str, at: i64) {
+    pub(super) fn set_next(self: &Arc<Self>, host: &str, at: i64) {
         {
             let mut tracks = self.tracks();
             let t = tracks.entry(host.to_string()).or_default();

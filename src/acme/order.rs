@@ -40,10 +40,8 @@ impl Manager {
             }
         };
         if let Some(at) = wait_until {
-            let mut tracks = self.tracks();
-            let t = tracks.entry(host.to_string()).or_default();
-            t.in_flight = false;
-            t.next_attempt = t.next_attempt.max(at);
+            self.tracks().entry(host.to_string()).or_default().in_flight = false;
+            self.set_next(host, at);
             return;
         }
         let bundle = self.control.certificate(host);
