@@ -189,10 +189,50 @@ fn one_change(c: &mut Criterion) {
     g.finish();
 }
 
+/// The forwarded headers of one proxied request (`upstream_request_filter`), on a browser's head as
+/// Pingora parses it (with its map of header-name case), from an untrusted peer.
+fn forwarded_headers(c: &mut Criterion) {
+    use edgeward::proxy::forwarded::Forwarding;
+    use pingora_http::RequestHeader;
+    let mut g = c.benchmark_group("forwarded_headers");
+    let mut base = RequestHeader::build("GET", b"/shop/cart?id=42", Some(10)).unwrap();
+    for (k, v) in [
+        ("Host", "host1.bench.test"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("Accept-Language", "en-US,en;q=0.9"),
+        (
+            "Cookie",
+            "session=0123456789abcdef0123456789abcdef; theme=dark",
+        ),
+        ("Connection", "keep-alive"),
+    ] {
+        base.append_header(k.to_string(), v).unwrap();
+    }
+    let f = Forwarding::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let peer = Some("203.0.113.9".parse().unwrap());
+    let host = base.headers.get("host").cloned();
+    g.bench_function("apply_untrusted_peer", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |r| f.apply(r, peer, "http", host.clone()).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     challenge_lookup,
     challenge_front,
+    forwarded_headers,
     route_lookup,
     one_change
 );

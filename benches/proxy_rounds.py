@@ -4,7 +4,7 @@ rounds, medians (see BENCHMARKS.md, issue 17). Run through benches/proxy_rounds.
 
 Each round runs every proxy once, in an order that rotates from round to round, with the same wrk
 load as benches/compare.sh's row 2 (random Host of N domains, keep-alive, one pinned proxy CPU).
-`--edgeward NAME=BINARY` (repeatable) compares edgeward builds; `--perf NAME` records a `perf record -g`
+`--only` may add `floor` (examples/proxy_floor.rs) and `bare` (examples/bare_pingora.rs). `--edgeward NAME=BINARY` (repeatable) compares edgeward builds; `--perf NAME` records a `perf record -g`
 profile of the proxy CPU during that proxy's last round (`perf.data` in its work directory).
 """
 import argparse
@@ -15,9 +15,27 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib.common import BIN, PROXY_CPU, TOOLS_CPU, UP_ADDR, log, use_binaries  # noqa: E402
+from benchlib.common import BIN, HTTP, PROXY_CPU, REL, TOOLS_CPU, UP_ADDR, log, use_binaries  # noqa: E402
 from benchlib.measure import gen, wrk  # noqa: E402
-from benchlib.proxies import Edgeward, HAProxy, Nginx  # noqa: E402
+from benchlib.proxies import Edgeward, HAProxy, Nginx, Proxy  # noqa: E402
+
+FLOOR = os.path.join(REL, "examples", "proxy_floor")
+
+
+class Floor(Proxy):
+    """examples/proxy_floor.rs: the least a proxied request costs on tokio (`--only ...,floor`)."""
+    name = "floor"
+
+    def command(self):
+        return [FLOOR, f"127.0.0.1:{HTTP}", UP_ADDR, os.path.join(self.data, "hosts.map")]
+
+
+class Bare(Proxy):
+    """examples/bare_pingora.rs: Pingora with no edgeward code, every request proxied (`--only ...,bare`)."""
+    name = "bare"
+
+    def command(self):
+        return [os.path.join(REL, "examples", "bare_pingora"), "proxy", f"127.0.0.1:{HTTP}", UP_ADDR]
 
 
 def main():
@@ -51,7 +69,7 @@ def main():
         for r in range(a.rounds):
             k = r % len(proxies)
             for name, build in proxies[k:] + proxies[:k]:
-                cls = {"haproxy": HAProxy, "nginx": Nginx}.get(name, Edgeward)
+                cls = {"haproxy": HAProxy, "nginx": Nginx, "floor": Floor, "bare": Bare}.get(name, Edgeward)
                 p = cls(a.work)
                 if build:
                     BIN["EDGEWARD"] = builds[build]

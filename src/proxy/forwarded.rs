@@ -7,7 +7,23 @@ use http::HeaderValue;
 use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
+use std::io::Write;
 use std::net::IpAddr;
+
+/// A header value that cannot be one (never for an address or a chain of valid values).
+trait OrErrInvalid {
+    fn or_err_invalid(self) -> Result<HeaderValue>;
+}
+
+impl OrErrInvalid for std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
+    fn or_err_invalid(self) -> Result<HeaderValue> {
+        use pingora_error::OrErr;
+        self.or_err(
+            pingora_error::ErrorType::InvalidHTTPHeader,
+            "forwarded header value",
+        )
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Forwarding {
@@ -35,16 +51,30 @@ impl Forwarding {
     ) -> Result<()> {
         let trusted = peer.is_some_and(|ip| self.is_trusted(ip));
         if !trusted {
-            upstream.remove_header("forwarded");
-            upstream.remove_header("x-real-ip");
+            // Looked up first: absent is the common case, and a removal costs more than a lookup.
+            for name in ["forwarded", "x-real-ip"] {
+                if upstream.headers.contains_key(name) {
+                    upstream.remove_header(name);
+                }
+            }
         }
         match peer.map(canonical) {
             Some(ip) => {
+                // The address is formatted once, on the stack, for both headers.
+                let mut text = [0u8; 64];
+                let len = {
+                    let mut w = &mut text[..];
+                    let _ = write!(w, "{ip}");
+                    64 - w.len()
+                };
+                let ip_text = &text[..len];
                 let existing = upstream.headers.get("x-forwarded-for");
-                let xff = forwarded_for(existing.filter(|_| trusted).map(|v| v.as_bytes()), ip);
-                upstream.insert_header("x-forwarded-for", xff)?;
+                let xff =
+                    forwarded_for(existing.filter(|_| trusted).map(|v| v.as_bytes()), ip_text);
+                upstream.insert_header("x-forwarded-for", xff.or_err_invalid()?)?;
                 if !trusted || !upstream.headers.contains_key("x-real-ip") {
-                    upstream.insert_header("x-real-ip", ip.to_string())?;
+                    let real = HeaderValue::from_bytes(ip_text).or_err_invalid()?;
+                    upstream.insert_header("x-real-ip", real)?;
                 }
             }
             None => {
@@ -70,11 +100,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Add `ip` to an `X-Forwarded-For` chain.
-pub fn forwarded_for(existing: Option<&[u8]>, ip: IpAddr) -> String {
-    match existing.and_then(|v| std::str::from_utf8(v).ok()) {
-        Some(v) if !v.trim().is_empty() => format!("{}, {ip}", v.trim()),
-        _ => ip.to_string(),
+/// Add `ip` (its text) to an `X-Forwarded-For` chain.
+pub fn forwarded_for(
+    existing: Option<&[u8]>,
+    ip: &[u8],
+) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
+    match existing.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()) {
+        Some(chain) => HeaderValue::from_bytes(&[chain, b", ", ip].concat()),
+        None => HeaderValue::from_bytes(ip),
     }
 }
 
@@ -96,10 +129,11 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends() {
-        let ip: IpAddr = "1.2.3.4".parse().unwrap();
-        assert_eq!(forwarded_for(None, ip), "1.2.3.4");
-        assert_eq!(forwarded_for(Some(b" 9.9.9.9 "), ip), "9.9.9.9, 1.2.3.4");
-        assert_eq!(forwarded_for(Some(b""), ip), "1.2.3.4");
+        let ip = b"1.2.3.4";
+        let f = |existing| forwarded_for(existing, ip).unwrap();
+        assert_eq!(f(None), "1.2.3.4");
+        assert_eq!(f(Some(b" 9.9.9.9 ")), "9.9.9.9, 1.2.3.4");
+        assert_eq!(f(Some(b"")), "1.2.3.4");
     }
 
     #[test]
