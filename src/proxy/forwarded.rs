@@ -10,19 +10,16 @@ use pingora_http::RequestHeader;
 use std::io::Write;
 use std::net::IpAddr;
 
-/// A header value that cannot be one (never for an address or a chain of valid values).
-trait OrErrInvalid {
-    fn or_err_invalid(self) -> Result<HeaderValue>;
-}
-
-impl OrErrInvalid for std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
-    fn or_err_invalid(self) -> Result<HeaderValue> {
-        use pingora_error::OrErr;
-        self.or_err(
-            pingora_error::ErrorType::InvalidHTTPHeader,
-            "forwarded header value",
-        )
-    }
+/// A header value built here as Pingora's error (it cannot be invalid: an address, or a chain of
+/// values that were valid headers).
+fn checked(
+    v: std::result::Result<HeaderValue, http::header::InvalidHeaderValue>,
+) -> Result<HeaderValue> {
+    use pingora_error::OrErr;
+    v.or_err(
+        pingora_error::ErrorType::InvalidHTTPHeader,
+        "forwarded header value",
+    )
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,9 +68,9 @@ impl Forwarding {
                 let existing = upstream.headers.get("x-forwarded-for");
                 let xff =
                     forwarded_for(existing.filter(|_| trusted).map(|v| v.as_bytes()), ip_text);
-                upstream.insert_header("x-forwarded-for", xff.or_err_invalid()?)?;
+                upstream.insert_header("x-forwarded-for", checked(xff)?)?;
                 if !trusted || !upstream.headers.contains_key("x-real-ip") {
-                    let real = HeaderValue::from_bytes(ip_text).or_err_invalid()?;
+                    let real = checked(HeaderValue::from_bytes(ip_text))?;
                     upstream.insert_header("x-real-ip", real)?;
                 }
             }
@@ -100,12 +97,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Add `ip` (its text) to an `X-Forwarded-For` chain.
+/// Add `ip` (its text) to an `X-Forwarded-For` chain; a chain that is not UTF-8 is not kept.
 pub fn forwarded_for(
     existing: Option<&[u8]>,
     ip: &[u8],
 ) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
-    match existing.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()) {
+    let chain = existing.filter(|v| std::str::from_utf8(v).is_ok());
+    match chain.map(<[u8]>::trim_ascii).filter(|v| !v.is_empty()) {
         Some(chain) => HeaderValue::from_bytes(&[chain, b", ", ip].concat()),
         None => HeaderValue::from_bytes(ip),
     }
@@ -134,6 +132,7 @@ mod tests {
         assert_eq!(f(None), "1.2.3.4");
         assert_eq!(f(Some(b" 9.9.9.9 ")), "9.9.9.9, 1.2.3.4");
         assert_eq!(f(Some(b"")), "1.2.3.4");
+        assert_eq!(f(Some(b"9.9.9.9\xff")), "1.2.3.4");
     }
 
     #[test]
