@@ -228,8 +228,34 @@ fn forwarded_headers(c: &mut Criterion) {
     g.finish();
 }
 
+/// Upstream response framing (the fast path's `http1::response`): a typical response head, and where a
+/// chunked body of 4 KiB in 4 chunks ends.
+fn response_framing(c: &mut Criterion) {
+    use edgeward::http1::response::{parse_head, Chunked};
+    let mut g = c.benchmark_group("response_framing");
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 4096\r\nCache-Control: max-age=60\r\nDate: Thu, 03 Dec 2026 13:00:00 GMT\r\nServer: app\r\nSet-Cookie: s=0123456789abcdef; Path=/; HttpOnly\r\n\r\n";
+    g.bench_function("parse_head", |b| {
+        b.iter(|| parse_head(black_box(head), false))
+    });
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(b"400\r\n");
+        body.extend_from_slice(&[b'x'; 1024]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    g.bench_function("chunked_4k", |b| {
+        b.iter(|| {
+            let mut c = Chunked::default();
+            c.feed(black_box(&body), |_| {}).unwrap()
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    response_framing,
     challenge_lookup,
     challenge_front,
     forwarded_headers,

@@ -1,9 +1,10 @@
 //! HTTP/1 request heads on a connection, shared by the proxy front and the admin listener: where a head
 //! ends, reading it within the downstream limits (`read`), and checking it before Pingora parses it
-//! (`check`).
+//! (`check`); upstream response framing for the fast path (`response`).
 
 pub mod check;
 pub mod read;
+pub mod response;
 
 pub use check::Refusal;
 pub use read::{HeadClock, Limits, Read};

@@ -501,8 +501,11 @@ async fn an_auto_order_completes_with_a_member_down() {
 }
 
 /// A bounded soak: random single-member kills (the leader or not) and restarts under the same
-/// load, for `EDGEWARD_SOAK_SECONDS` (default 100). Same guarantees.
+/// load, for `EDGEWARD_SOAK_SECONDS` (default 100). Same guarantees. Run alone by `scripts/test`, after
+/// the parallel tests: next to them on two cores, an election plus a starved member's catch-up took
+/// more than the 5 s a write may wait, in about one full run of three (`cargo test -- --ignored`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long soak: scripts/test runs it alone after the other tests"]
 async fn soak_of_random_member_kills_fails_and_loses_no_write() {
     let seconds: u64 = std::env::var("EDGEWARD_SOAK_SECONDS")
         .ok()
@@ -514,7 +517,7 @@ async fn soak_of_random_member_kills_fails_and_loses_no_write() {
         .unwrap_or_else(rand::random);
     eprintln!("soak: {seconds} s, EDGEWARD_SOAK_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut etcd = Etcd::cluster(3).await;
+    let mut etcd = Etcd::cluster_in_memory(3).await;
     let (a, b) = (node(&etcd).await, node(&etcd).await);
     let (load, tasks) = Load::start(&[a.admin, b.admin]);
     load.progress(20).await;
