@@ -19,7 +19,9 @@ const MAX_TRAILERS: usize = 16 << 10;
 /// How the body after a response head is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
-    /// No body: answer to HEAD, 1xx, 204, 304.
+    /// No body: answer to HEAD, 1xx, 204, 304. After a 1xx other than 101 the final response follows
+    /// on the same connection; a 101 turns it into a tunnel (the caller decides whether it asked for
+    /// one).
     Empty,
     /// Exactly this many bytes.
     Length(u64),
