@@ -502,8 +502,10 @@ async fn an_auto_order_completes_with_a_member_down() {
 
 /// A bounded soak: random single-member kills (the leader or not) and restarts under the same
 /// load, for `EDGEWARD_SOAK_SECONDS` (default 100). Same guarantees. Run alone by `scripts/test`, after
-/// the parallel tests: next to them on two cores, an election plus a starved member's catch-up took
-/// more than the 5 s a write may wait, in about one full run of three (`cargo test -- --ignored`).
+/// the parallel tests (`cargo test -- --ignored`), its etcd data in memory, so that a failure is about
+/// edgeward and etcd, not two cores shared with BIND, browsers and other clusters. It still fails
+/// sometimes alone: a few writes wait past the 5 s `leader_wait` under repeated kills (an open bug,
+/// likely in how `store::etcd` marks members down during an election; stop 26's closing note).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long soak: scripts/test runs it alone after the other tests"]
 async fn soak_of_random_member_kills_fails_and_loses_no_write() {
