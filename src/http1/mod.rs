@@ -18,6 +18,23 @@ use tokio::io::AsyncWriteExt;
 /// is 4 x 8 KiB, HAProxy's 16 KiB).
 pub const MAX_HEAD: usize = 64 << 10;
 
+/// The `close` and `keep-alive` options of a message's `Connection` fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+}
+
+impl ConnectionOptions {
+    /// Add the options of one `Connection` field value (a comma-separated list, any case).
+    pub fn add(&mut self, value: &[u8]) {
+        for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            self.close |= option.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+}
+
 /// Where the head that starts `buf` ends (after its empty line), if it is complete. Bare `\n` line
 /// ends count, as Pingora's parser (httparse) accepts them; a property test holds the two together.
 pub fn head_end(buf: &[u8]) -> Option<usize> {

@@ -75,7 +75,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Parsed {
     let mut length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;
-    let (mut close, mut keep_alive) = (false, false);
+    let mut connection = super::ConnectionOptions::default();
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             // `5, 5` and two equal fields are one length (RFC 9110 section 8.6); anything else is not.
@@ -96,16 +96,13 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Parsed {
                 }
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for option in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= option.eq_ignore_ascii_case(b"close");
-                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
-            }
+            connection.add(h.value);
         }
     }
     let persistent = if version >= 1 {
-        !close
+        !connection.close
     } else {
-        keep_alive && !close
+        connection.keep_alive && !connection.close
     };
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     let (framing, reusable) = if no_body {

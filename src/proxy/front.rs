@@ -109,7 +109,7 @@ pub fn examine(state: &Reader, buf: &[u8], now: u64) -> Head {
         return Head::Other;
     };
     let mut host = None;
-    let (mut close, mut keep_alive) = (false, false);
+    let mut connection = http1::ConnectionOptions::default();
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
@@ -123,10 +123,7 @@ pub fn examine(state: &Reader, buf: &[u8], now: u64) -> Head {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Head::Other;
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for option in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= option.eq_ignore_ascii_case(b"close");
-                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
-            }
+            connection.add(h.value);
         }
     }
     let Some(Ok(host)) = host.map(std::str::from_utf8) else {
@@ -139,7 +136,11 @@ pub fn examine(state: &Reader, buf: &[u8], now: u64) -> Head {
             len,
             body,
             head_only: method == Method::HEAD,
-            keep_alive: if version == 1 { !close } else { keep_alive },
+            keep_alive: if version == 1 {
+                !connection.close
+            } else {
+                connection.keep_alive
+            },
         },
         Decision::NotFound | Decision::Proxy(_) => Head::Other,
     }
