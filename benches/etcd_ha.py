@@ -65,7 +65,8 @@ class Etcd:
              "--advertise-client-urls", f"http://127.0.0.1:{BASE + i}",
              "--listen-peer-urls", f"http://127.0.0.1:{BASE + 10 + i}",
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{BASE + 10 + i}",
-             "--initial-cluster", self.cluster, "--initial-cluster-token", "edgeward-bench"],
+             "--initial-cluster", self.cluster, "--initial-cluster-token", "edgeward-bench",
+             "--pre-vote"],
             stdout=subprocess.DEVNULL, stderr=logf, start_new_session=True)
 
     def healthy(self, i):

@@ -6,6 +6,8 @@ Each round runs every proxy once, in an order that rotates from round to round, 
 load as benches/compare.sh's row 2 (random Host of N domains, keep-alive, one pinned proxy CPU).
 `--only` may add `floor` (examples/proxy_floor.rs) and `bare` (examples/bare_pingora.rs). `--edgeward NAME=BINARY` (repeatable) compares edgeward builds; `--perf NAME` records a `perf record -g`
 profile of the proxy CPU during that proxy's last round (`perf.data` in its work directory).
+`--access-log NAME` (repeatable) runs that edgeward build with the JSON access log on (issue 14's cost,
+profiled the same way).
 """
 import argparse
 import os
@@ -47,6 +49,8 @@ def main():
     ap.add_argument("--edgeward", action="append", default=[], metavar="NAME=BINARY",
                     help="an edgeward build to include (default: target/release/edgeward)")
     ap.add_argument("--perf", default=None, metavar="NAME")
+    ap.add_argument("--access-log", action="append", default=[], metavar="NAME",
+                    help="an edgeward build (by its --edgeward NAME) run with the JSON access log")
     ap.add_argument("--work", default="/tmp/edgeward-compare")
     a = ap.parse_args()
     n, dur = a.domains, a.duration
@@ -73,6 +77,11 @@ def main():
                 p = cls(a.work)
                 if build:
                     BIN["EDGEWARD"] = builds[build]
+                if build in a.access_log:
+                    logfile = os.path.join(p.work, "access.log")
+                    if os.path.exists(logfile):
+                        os.remove(logfile)
+                    p.extra = f'  access_log: {{path: "{logfile}", format: json}}\n'
                 p.start(data, tls=False)
                 perf = None
                 try:

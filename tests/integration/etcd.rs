@@ -108,6 +108,11 @@ impl Etcd {
                 ])
                 .args(["--initial-cluster", &self.initial_cluster()])
                 .args(["--initial-cluster-token", "edgeward-test"])
+                // As etcd 3.5+ does by default and README's fleet section asks of 3.4 clusters:
+                // without it, a member whose log is behind (restarted a moment ago) keeps starting
+                // elections it cannot win, each resetting the up-to-date member's timer, and the
+                // cluster stayed without a leader for 5 s (seen in the soak, raft's known case).
+                .arg("--pre-vote")
                 .args([
                     "--initial-cluster-state",
                     if self.joined[i] { "existing" } else { "new" },

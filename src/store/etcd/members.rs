@@ -1,7 +1,10 @@
 //! The etcd members this node talks to, one client (one HTTP/2 connection) per member, with their
 //! health. Requests are spread round-robin over the members that answered last; a member that fails
 //! at the transport level (refused, reset, silent past the attempt timeout) or that has no leader is
-//! skipped until the prober (`maintenance.status`, every `PROBE_EVERY`) sees it healthy again. The
+//! skipped until the prober (`maintenance.status`, every `PROBE_EVERY`, all due members at once) sees
+//! it healthy again: a member that does not answer is probed with an exponential back-off, one that
+//! answers without a leader (an election) at every round, and while no member is healthy requests go
+//! to the answering ones first (a write held during an election is not the member's fault). The
 //! member list starts from `state.etcd.endpoints` and is replaced by the cluster's own list
 //! (`member_list`, every `refresh`), so adding or replacing a member needs no restart.
 //!
@@ -27,6 +30,11 @@ struct Member {
     /// `Some`: down, next probe not before then.
     down_until: Option<Instant>,
     failures: u32,
+    /// It answered the last time it was asked (a probe or a request), with or without a leader.
+    /// Only members that did not answer at all back off exponentially; one that answers without a
+    /// leader (an election) is asked again at every probe round, and is picked before the silent
+    /// ones when no member is healthy.
+    answering: bool,
 }
 
 impl Member {
@@ -92,6 +100,7 @@ impl Members {
             members.lock().push(Member {
                 url,
                 down_until: client.is_none().then(Instant::now),
+                answering: client.is_some(),
                 client,
                 failures: 0,
             });
@@ -112,8 +121,9 @@ impl Members {
         Client::connect([url], Some(self.options.clone())).await
     }
 
-    /// The next member to use: round-robin over the healthy ones; when none is, the one due to be
-    /// probed first (a request is never refused without trying).
+    /// The next member to use: round-robin over the healthy ones; when none is, one that still
+    /// answers (during an election, every member is down for want of a leader), the one due to be
+    /// probed first among those; else the one due first (a request is never refused without trying).
     pub fn pick(&self) -> Option<Picked> {
         let list = self.lock();
         let n = list.len();
@@ -124,7 +134,7 @@ impl Members {
             .or_else(|| {
                 list.iter()
                     .filter(|m| m.client.is_some())
-                    .min_by_key(|m| m.down_until)
+                    .min_by_key(|m| (!m.answering, m.down_until))
             })?;
         Some(Picked {
             url: chosen.url.clone(),
@@ -145,6 +155,7 @@ impl Members {
                 changed = true;
             }
             m.failures = 0;
+            m.answering = true;
         }
         drop(list);
         if changed {
@@ -152,7 +163,9 @@ impl Members {
         }
     }
 
-    /// `url` failed at the transport level or has no leader: skip it until a probe says otherwise.
+    /// `url` failed at the transport level, or did not answer in time: skip it until a probe says
+    /// otherwise. A silent member may only be waiting for a leader (a write held by a follower
+    /// during an election): its first probe comes at the next round, and says which.
     pub fn down(&self, url: &str, why: &str) {
         crate::metrics::ETCD_REQUESTS
             .with_label_values(&[url, "error"])
@@ -168,8 +181,11 @@ impl Members {
                 log::warn!("etcd member {url} is down, using the others: {why}");
                 changed = true;
                 m.failures = m.failures.saturating_add(1);
+                m.down_until = Some(Instant::now());
+            } else {
+                m.answering = false;
+                m.down_until = Some(Instant::now() + backoff(m.failures));
             }
-            m.down_until = Some(Instant::now() + backoff(m.failures));
         }
         drop(list);
         if changed {
@@ -218,6 +234,7 @@ impl Members {
         }
     }
 
+    /// Probe every member that is due, all at once (a silent one must not delay the others).
     async fn probe_due(&self) {
         let now = Instant::now();
         let due: Vec<(String, Option<Client>)> = self
@@ -226,49 +243,60 @@ impl Members {
             .filter(|m| m.down_until.is_some_and(|t| t <= now))
             .map(|m| (m.url.clone(), m.client.clone()))
             .collect();
-        for (url, client) in due {
+        if due.is_empty() {
+            return;
+        }
+        let probes = due.into_iter().map(|(url, client)| async move {
             let result = tokio::time::timeout(PROBE_TIMEOUT, self.probe(&url, client)).await;
-            let healthy = match result {
-                Ok(Ok(client)) => Some(client),
-                Ok(Err(e)) => {
-                    log::debug!("etcd member {url} still down: {e}");
-                    None
-                }
-                Err(_) => None,
-            };
+            (url, result.unwrap_or(Err(Probe::Silent)))
+        });
+        for (url, result) in futures_util::future::join_all(probes).await {
             let mut list = self.lock();
             if let Some(m) = list.iter_mut().find(|m| m.url == url) {
-                match healthy {
-                    Some(c) => {
+                match result {
+                    Ok(c) => {
                         log::info!("etcd member {url} is healthy again");
                         m.client = Some(c);
                         m.down_until = None;
                         m.failures = 0;
+                        m.answering = true;
                     }
-                    None => {
+                    // An election: asked again at the next round, picked before silent members.
+                    Err(Probe::NoLeader(c)) => {
+                        log::debug!("etcd member {url} still down: no leader");
+                        m.client = Some(*c);
+                        m.answering = true;
+                        m.down_until = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        log::debug!("etcd member {url} still down: {e}");
+                        m.answering = false;
                         m.failures = m.failures.saturating_add(1);
                         m.down_until = Some(Instant::now() + backoff(m.failures));
                     }
                 }
             }
             drop(list);
-            self.publish();
         }
+        self.publish();
     }
 
     /// Healthy: it answers `status` and knows a leader.
-    async fn probe(&self, url: &str, client: Option<Client>) -> Result<Client, String> {
+    async fn probe(&self, url: &str, client: Option<Client>) -> Result<Client, Probe> {
         let client = match client {
             Some(c) => c,
-            None => self.client_for(url).await.map_err(|e| e.to_string())?,
+            None => self
+                .client_for(url)
+                .await
+                .map_err(|e| Probe::Failed(e.to_string()))?,
         };
         let status = client
             .maintenance_client()
             .status()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Probe::Failed(e.to_string()))?;
         if status.leader() == 0 {
-            return Err("no leader".into());
+            return Err(Probe::NoLeader(Box::new(client)));
         }
         Ok(client)
     }
@@ -302,6 +330,7 @@ impl Members {
                 down_until: Some(Instant::now()),
                 client: None,
                 failures: 0,
+                answering: false,
             });
         }
         let mut list = self.lock();
@@ -324,6 +353,26 @@ impl Members {
     }
 }
 
+/// Why a probe did not find a member healthy.
+enum Probe {
+    /// It answers, but knows no leader (yet).
+    NoLeader(Box<Client>),
+    /// It refused, failed or could not be connected.
+    Failed(String),
+    /// No answer within `PROBE_TIMEOUT`.
+    Silent,
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::NoLeader(_) => f.write_str("no leader"),
+            Probe::Failed(e) => f.write_str(e),
+            Probe::Silent => write!(f, "no answer within {PROBE_TIMEOUT:?}"),
+        }
+    }
+}
+
 fn backoff(failures: u32) -> Duration {
     (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(10))).min(MAX_BACKOFF)
 }
@@ -337,6 +386,58 @@ mod tests {
         assert_eq!(normalise("127.0.0.1:2379", false), "http://127.0.0.1:2379");
         assert_eq!(normalise("etcd1:2379", true), "https://etcd1:2379");
         assert_eq!(normalise("http://a:1/", true), "http://a:1");
+    }
+
+    /// Members of no cluster (clients connect lazily, so none is needed to build them).
+    async fn three() -> Arc<Members> {
+        let endpoints: Vec<String> = (1..=3).map(|p| format!("127.0.0.1:{p}")).collect();
+        Members::connect(
+            &endpoints,
+            ConnectOptions::new(),
+            false,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_no_healthy_member_an_answering_one_is_picked_before_silent_ones() {
+        let m = three().await;
+        let url = |i: usize| format!("http://127.0.0.1:{i}");
+        // First failure: probed at the next round; a second one (it was picked again and failed)
+        // pushes it back and counts it as silent.
+        m.down(&url(1), "no answer");
+        assert!(m.lock()[0].down_until.unwrap() <= Instant::now());
+        m.down(&url(1), "no answer");
+        assert!(!m.lock()[0].answering);
+        assert!(m.lock()[0].down_until.unwrap() > Instant::now());
+        m.down(&url(2), "no answer");
+        m.down(&url(3), "connection refused");
+        m.down(&url(3), "connection refused");
+        assert_eq!(m.healthy(), 0);
+        {
+            // Member 2 answered its last probe without a leader; it is due later than the silent ones.
+            let mut list = m.lock();
+            list[1].answering = true;
+            list[1].down_until = Some(Instant::now() + Duration::from_secs(3));
+            list[0].down_until = Some(Instant::now());
+            list[2].down_until = Some(Instant::now());
+        }
+        for _ in 0..3 {
+            assert_eq!(m.pick().unwrap().url, url(2));
+        }
+        // Once it answers with a leader it is healthy again, and the only one picked.
+        m.ok(&url(2));
+        assert_eq!(m.healthy(), 1);
+        for _ in 0..3 {
+            assert_eq!(m.pick().unwrap().url, url(2));
+        }
+        // With no answering member either, the one due first.
+        m.lock()[1].answering = false;
+        m.lock()[1].down_until = Some(Instant::now() + Duration::from_secs(3));
+        m.lock()[2].down_until = Some(Instant::now() + Duration::from_secs(1));
+        assert_eq!(m.pick().unwrap().url, url(1));
     }
 
     #[test]
