@@ -7,8 +7,15 @@ use std::process::{Command, Stdio};
 
 /// A node on every member of `etcd`.
 pub async fn node(etcd: &Etcd) -> Edgeward {
+    node_with_env(etcd, &[]).await
+}
+
+/// `node`, its process started with these environment variables too (e.g. `RUST_LOG`).
+pub async fn node_with_env(etcd: &Etcd, env: &[(&str, &str)]) -> Edgeward {
     let mut e = Edgeward::new("");
     e.state_extra = etcd.state_yaml();
+    e.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     e.spawn().await;
     e
 }

@@ -4,7 +4,7 @@
 //! is checked against a model: in etcd itself, and in both nodes' memory.
 
 use crate::etcd::Etcd;
-use crate::fleet::node;
+use crate::fleet::{node, node_with_env};
 use crate::harness::{eventually, Edgeward, TOKEN};
 use edgeward::store::etcd::{EtcdConfig, EtcdStore};
 use edgeward::store::Store;
@@ -502,12 +502,7 @@ async fn an_auto_order_completes_with_a_member_down() {
 
 /// A fleet node whose log tells, on a failure, what each etcd request attempt met.
 async fn verbose_node(etcd: &Etcd) -> Edgeward {
-    let mut e = Edgeward::new("");
-    e.state_extra = etcd.state_yaml();
-    e.env
-        .push(("RUST_LOG".into(), "warn,edgeward::store::etcd=debug".into()));
-    e.spawn().await;
-    e
+    node_with_env(etcd, &[("RUST_LOG", "warn,edgeward::store::etcd=debug")]).await
 }
 
 /// A bounded soak: random single-member kills (the leader or not) and restarts under the same
