@@ -381,7 +381,9 @@ fn add_listeners(
             let buffers = L4BufferSettings::default().read(TLS_READ_BUFFER);
             svc.add_listener(ListenerConfig::tcp(addr).tls(settings).l4_buffer(buffers));
         } else {
-            let buffers = L4BufferSettings::default().read(PLAIN_READ_BUFFER);
+            // No write buffer either: the front's `WriteBuffer` holds one only while a response
+            // is written.
+            let buffers = L4BufferSettings::new(PLAIN_READ_BUFFER, 0);
             svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(buffers));
         }
     }

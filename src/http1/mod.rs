@@ -72,15 +72,15 @@ pub async fn read_head(
     loop {
         if let Some(end) = head_end(buf) {
             if end > MAX_HEAD {
-                return refuse(stream, buf, &check::too_large(MAX_HEAD), listener).await;
+                return Box::pin(refuse(stream, buf, &check::too_large(MAX_HEAD), listener)).await;
             }
             return match check::check_head(buf, end) {
                 Ok(()) => Head::Complete(head_end(buf).unwrap_or(end)),
-                Err(r) => refuse(stream, buf, &r, listener).await,
+                Err(r) => Box::pin(refuse(stream, buf, &r, listener)).await,
             };
         }
         if buf.len() >= MAX_HEAD {
-            return refuse(stream, buf, &check::too_large(MAX_HEAD), listener).await;
+            return Box::pin(refuse(stream, buf, &check::too_large(MAX_HEAD), listener)).await;
         }
         if let Some(end) = read_step(stream, buf, shutdown, clock, listener).await {
             return end;
@@ -96,25 +96,11 @@ pub async fn read_step(
     clock: &mut HeadClock,
     listener: &str,
 ) -> Option<Head> {
-    match read::read_more(stream, buf, shutdown, clock).await {
-        Read::Data => None,
-        Read::Closed => Some(Head::Done),
-        Read::Idle => {
-            crate::metrics::DOWNSTREAM_TIMEOUTS
-                .with_label_values(&["keepalive"])
-                .inc();
-            Some(Head::Done)
-        }
-        Read::HeaderTimeout if buf.is_empty() => {
-            crate::metrics::DOWNSTREAM_TIMEOUTS
-                .with_label_values(&["request_header"])
-                .inc();
-            Some(Head::Done)
-        }
-        Read::HeaderTimeout => {
-            crate::metrics::DOWNSTREAM_TIMEOUTS
-                .with_label_values(&["request_header"])
-                .inc();
+    let read = read::read_more(stream, buf, shutdown, clock).await;
+    match after_read(read, buf.is_empty()) {
+        Step::More => None,
+        Step::Close => Some(Head::Done),
+        Step::Refuse => {
             let r = Refusal {
                 status: 408,
                 error: format!(
@@ -122,12 +108,50 @@ pub async fn read_step(
                     clock.limits().header_timeout
                 ),
             };
-            Some(refuse(stream, buf, &r, listener).await)
+            Some(Box::pin(refuse(stream, buf, &r, listener)).await)
+        }
+    }
+}
+
+/// What a read means for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes came: go on.
+    More,
+    /// Closed by the client, idle past the keep-alive, or no byte of a head in time: close.
+    Close,
+    /// Part of a head came, not all of it in time: answer 408 and close.
+    Refuse,
+}
+
+/// The step after `read` (`empty`: the buffer still holds nothing), timeouts counted by kind.
+pub fn after_read(read: Read, empty: bool) -> Step {
+    let timeout = |kind| {
+        crate::metrics::DOWNSTREAM_TIMEOUTS
+            .with_label_values(&[kind])
+            .inc()
+    };
+    match read {
+        Read::Data => Step::More,
+        Read::Closed => Step::Close,
+        Read::Idle => {
+            timeout("keepalive");
+            Step::Close
+        }
+        Read::HeaderTimeout => {
+            timeout("request_header");
+            if empty {
+                Step::Close
+            } else {
+                Step::Refuse
+            }
         }
     }
 }
 
 /// Answer a refused head and end the connection; the log line names the method and path only.
+/// Callers box it: its state (the answer, the lingering close) is not part of what every open
+/// connection holds while it waits for a head.
 pub async fn refuse(stream: &mut Stream, buf: &[u8], r: &Refusal, listener: &str) -> Head {
     crate::metrics::REFUSED_REQUESTS
         .with_label_values(&[status_label(r.status)])

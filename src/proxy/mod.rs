@@ -12,6 +12,7 @@ pub mod proxy_protocol;
 pub mod read_through;
 pub mod redirect;
 pub mod routing;
+pub mod write_buffer;
 
 use crate::access_log::AccessLog;
 use crate::metrics;
