@@ -220,6 +220,9 @@ class Cli:
 
 class Nginx(Proxy):
     name = "nginx"
+    # A path for a JSON access log with edgeward's fields, buffered as nginx is run in production
+    # (benches/access_log.py); None: `access_log off`.
+    access_log = None
 
     def command(self):
         d = self.data
@@ -231,6 +234,15 @@ class Nginx(Proxy):
     ssl_certificate {d}/pem/$ssl_server_name.pem;
     ssl_certificate_key {d}/pem/$ssl_server_name.pem;
     ssl_protocols TLSv1.2 TLSv1.3;"""
+        access = "access_log off;"
+        if self.access_log:
+            access = f"""log_format edge escape=json '{{"time":"$time_iso8601","client":"$remote_addr:$remote_port",'
+    '"listener":"$server_addr:$server_port","tls":"$ssl_protocol","sni":"$ssl_server_name",'
+    '"method":"$request_method","host":"$host","path":"$request_uri","protocol":"$server_protocol",'
+    '"status":$status,"bytes_sent":$bytes_sent,"request_bytes":$request_length,'
+    '"duration_ms":$request_time,"upstream":"$upstream_addr","upstream_ms":"$upstream_response_time",'
+    '"request_id":"$request_id"}}';
+  access_log {self.access_log} edge buffer=64k flush=1s;"""
         cfg = os.path.join(self.work, "nginx.conf")
         with open(cfg, "w") as f:
             # With certificates read per handshake the worker must be able to read the keys (0600 here).
@@ -243,7 +255,7 @@ pid {self.work}/nginx.pid;
 error_log {self.work}/error.log warn;
 events {{ worker_connections 9000; }}
 http {{
-  access_log off;
+  {access}
   default_type text/plain;
   keepalive_requests 100000000;
   map_hash_max_size 262144;
