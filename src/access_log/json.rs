@@ -60,8 +60,21 @@ pub fn write(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// The bytes a JSON string cannot hold as they are: control bytes, `"` and `\` (one lookup per byte).
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 fn string(s: &str, out: &mut Vec<u8>) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !s.bytes().any(|b| ESCAPED[b as usize]) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -77,18 +90,9 @@ fn opt_string(s: Option<&str>, out: &mut Vec<u8>) {
     }
 }
 
-fn uint(mut x: u64, out: &mut Vec<u8>) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (x % 10) as u8;
-        x /= 10;
-        if x == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+fn uint(x: u64, out: &mut Vec<u8>) {
+    // Two digits per step (itoa): a third of the instructions of a digit-at-a-time loop.
+    out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
 }
 
 /// Milliseconds with three decimals (microseconds).
@@ -107,18 +111,87 @@ fn millis(v: f64, out: &mut Vec<u8>) {
 fn addr(a: Option<SocketAddr>, out: &mut Vec<u8>) {
     match a {
         Some(SocketAddr::V4(v4)) => {
-            out.push(b'"');
+            // Into a stack buffer, one append: `"255.255.255.255:65535"` is 23 bytes.
+            let mut buf = [0u8; 23];
+            buf[0] = b'"';
+            let mut n = 1;
             for (i, o) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                uint(o as u64, out);
+                let (len, digits) = OCTETS[o as usize];
+                buf[n..n + 3].copy_from_slice(&digits);
+                n += len as usize;
             }
-            out.push(b':');
-            uint(v4.port() as u64, out);
-            out.push(b'"');
+            buf[n] = b':';
+            n += 1;
+            let mut port = itoa::Buffer::new();
+            let port = port.format(v4.port()).as_bytes();
+            buf[n..n + port.len()].copy_from_slice(port);
+            n += port.len();
+            buf[n] = b'"';
+            out.extend_from_slice(&buf[..=n]);
         }
         Some(a) => string(&a.to_string(), out),
         None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `0` to `255` in decimal: (digits, the digits padded to 3 bytes).
+const OCTETS: [(u8, [u8; 3]); 256] = {
+    let mut t = [(0u8, [0u8; 3]); 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, d, u) = (
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+        );
+        t[i] = if i >= 100 {
+            (3, [h, d, u])
+        } else if i >= 10 {
+            (2, [d, u, 0])
+        } else {
+            (1, [u, 0, 0])
+        };
+        i += 1;
+    }
+    t
+};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strings_read_back_as_written_and_integers_as_decimal() {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "tab\tnl\n\r",
+            "\u{1}\u{1f}",
+            "\u{7f}",
+            "ünï",
+        ] {
+            let mut out = Vec::new();
+            super::string(s, &mut out);
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+        for x in [0, 7, 10, 99, 100, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            super::uint(x, &mut out);
+            assert_eq!(out, x.to_string().as_bytes());
+        }
+        for a in [
+            "0.0.0.0:0",
+            "1.20.255.9:65535",
+            "255.255.255.255:80",
+            "[::1]:443",
+        ] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            super::addr(Some(a), &mut out);
+            assert_eq!(out, format!("\"{a}\"").as_bytes());
+        }
     }
 }

@@ -20,6 +20,8 @@ pub struct Timing {
     pub upstream_ms: Option<f64>,
     /// Also the `X-Request-Id` sent upstream.
     pub request_id: Option<http::HeaderValue>,
+    /// `request_filter` found the Host valid (the line does not check it again).
+    pub host_valid: bool,
 }
 
 impl Timing {
@@ -29,6 +31,7 @@ impl Timing {
             upstream_started: None,
             upstream_ms: None,
             request_id: None,
+            host_valid: false,
         }
     }
 
@@ -58,10 +61,11 @@ fn inet(a: Option<&pingora_core::protocols::l4::socket::SocketAddr>) -> Option<S
     a.and_then(|a| a.as_inet()).copied()
 }
 
-/// The host as routed, or `-` for one that is not a valid host (never written as sent).
-fn host_of(raw: Option<&str>) -> std::borrow::Cow<'_, str> {
+/// The host as routed, or `-` for one that is not a valid host (never written as sent); `valid`: it
+/// was checked already.
+fn host_of(raw: Option<&str>, valid: bool) -> std::borrow::Cow<'_, str> {
     match raw {
-        Some(h) if valid_request_host(h) => normalize_request_host(h),
+        Some(h) if valid || valid_request_host(h) => normalize_request_host(h),
         Some(_) => "-".into(),
         None => "".into(),
     }
@@ -79,7 +83,7 @@ pub fn session_line(
     let req = session.req_header();
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let id = timing.request_id.take().unwrap_or_else(request_id);
-    let host = host_of(routing::request_host(session));
+    let host = host_of(routing::request_host(session), timing.host_valid);
     let ssl = session.digest().and_then(|d| d.ssl_digest.as_deref());
     let (tls, sni) = describe(ssl);
     let error = e
@@ -119,7 +123,7 @@ pub fn answer_line(log: &AccessLog, stream: &Stream, head: &[u8], sent: usize, s
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("host"))
         .and_then(|h| std::str::from_utf8(h.value).ok());
-    let host = host_of(raw_host);
+    let host = host_of(raw_host, false);
     let socket = stream.get_socket_digest();
     let ssl = stream.get_ssl_digest();
     let (tls, sni) = describe(ssl.as_deref());

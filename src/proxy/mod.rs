@@ -90,6 +90,9 @@ impl ProxyHttp for EdgeProxy {
                 respond(session, 400, body, head).await?;
                 return Ok(true);
             }
+            if let Some(t) = ctx.timing.as_mut() {
+                t.host_valid = raw_host.is_some();
+            }
             let host = raw_host.map(normalize_request_host);
             let host = host.as_deref().unwrap_or("");
             let path = req.uri.path();

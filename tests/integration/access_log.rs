@@ -111,6 +111,13 @@ async fn every_request_gets_a_json_line_with_its_request_id_sent_upstream() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(line_for(&log, "/upload").await["request_bytes"], 10);
+    // A Host that is not a host name: refused, and never written as sent.
+    assert_eq!(e.get("a..b.test", "/bad-host").await.0, 400);
+    let l = line_for(&log, "/bad-host").await;
+    assert_eq!(
+        (l["status"].as_u64(), l["host"].as_str()),
+        (Some(400), Some("-"))
+    );
 
     // TLS: version and SNI.
     e.put_certificate("site.test", &pki.leaf(&["site.test"], Key::Ecdsa))
