@@ -87,10 +87,8 @@ def main():
             os.chmod(wrap, 0o755)
             BIN["EDGEWARD"] = wrap
             p = Edgeward(a.work)
-            logfile = os.path.join(p.work, "access.log")
-            if os.path.exists(logfile):
-                os.remove(logfile)
-            p.extra = f'  access_log: {{path: "{logfile}", format: json}}\n' if mode == "json" else ""
+            if mode == "json":
+                p.json_log()
             p.start(data, tls=False)
             try:
                 requests(200)

@@ -78,10 +78,7 @@ def main():
                 if build:
                     BIN["EDGEWARD"] = builds[build]
                 if build in a.access_log:
-                    logfile = os.path.join(p.work, "access.log")
-                    if os.path.exists(logfile):
-                        os.remove(logfile)
-                    p.extra = f'  access_log: {{path: "{logfile}", format: json}}\n'
+                    p.json_log()
                 p.start(data, tls=False)
                 perf = None
                 try:

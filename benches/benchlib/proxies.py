@@ -67,6 +67,14 @@ class Edgeward(Proxy):
     # Lines appended under `edgeward:` (indented two spaces), e.g. an access_log section.
     extra = ""
 
+    def json_log(self):
+        """Run with the JSON access log, to a new `access.log` in the work directory; its path."""
+        logfile = os.path.join(self.work, "access.log")
+        if os.path.exists(logfile):
+            os.remove(logfile)
+        self.extra = f'  access_log: {{path: "{logfile}", format: json}}\n'
+        return logfile
+
     def command(self):
         state = os.path.join(self.work, "state")
         shutil.rmtree(state, ignore_errors=True)

@@ -201,12 +201,7 @@ mod tests {
             "\u{1}\u{1f}",
             "\u{7f}",
             "ünï",
-        ] {
-            let mut out = Vec::new();
-            super::string(s, &mut out);
-            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
-        }
-        for s in [
+            // Whole words of the eight-at-a-time check, and the byte to escape in the last word.
             "0123456789abcdef0123456789abcdef",
             "0123456789abcde\"",
             "01234567\u{7}",

@@ -249,7 +249,7 @@ mod tests {
     fn resident(file: &File, pages: usize) -> Vec<bool> {
         let len = pages * PAGE;
         let mut vec = vec![0u8; pages];
-        // SAFETY: a private read-only mapping of `len` bytes of a file at least that long, unmapped
+        // SAFETY: a shared read-only mapping of `len` bytes of a file at least that long, unmapped
         // before return; `vec` holds one byte per page as mincore requires.
         unsafe {
             let p = libc::mmap(
