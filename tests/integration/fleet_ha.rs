@@ -31,6 +31,17 @@ struct Load {
     stop: AtomicBool,
 }
 
+/// An error with its causes: reqwest's own text does not say what the connection met.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
+}
+
 impl Load {
     /// Start the writers, spread over `admins` (admin ports), writer `i` owning its own hosts.
     fn start(admins: &[u16]) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
@@ -75,7 +86,7 @@ impl Load {
             let took = started.elapsed();
             let (status, body) = match result {
                 Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-                Err(e) => (0, e.to_string()),
+                Err(e) => (0, error_chain(&e)),
             };
             let want = if delete { 204 } else { 200 };
             if status == want {
