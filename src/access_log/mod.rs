@@ -91,15 +91,62 @@ impl AccessLog {
     }
 }
 
+/// Two hex digits for each byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+thread_local! {
+    /// Each thread's id generator, seeded from the OS: an id must be unique, not unguessable (it
+    /// grants nothing), so a small fast generator does (xoshiro256++, 2^256 - 1 period).
+    static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_entropy());
+}
+
 /// A request id: 128 random bits in hex, ready to be sent upstream as `X-Request-Id` (one
 /// allocation, shared by the header and the log line).
 pub fn request_id() -> http::HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut x = rand::random::<u128>();
+    let bits: [u8; 16] = IDS.with(|r| rand::Rng::gen(&mut *r.borrow_mut()));
     let mut b = [0u8; 32];
-    for c in b.iter_mut().rev() {
-        *c = HEX[(x & 15) as usize];
-        x >>= 4;
+    for (pair, byte) in b.chunks_exact_mut(2).zip(bits) {
+        pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
     }
     http::HeaderValue::from_bytes(&b).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_pairs_are_each_byte_in_lowercase_hex() {
+        for (i, pair) in HEX_PAIRS.iter().enumerate() {
+            assert_eq!(std::str::from_utf8(pair).unwrap(), format!("{i:02x}"));
+        }
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_distinct() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| request_id().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(u128::from_str_radix(id, 16).is_ok(), "{id}");
+            assert_eq!(id, &id.to_lowercase());
+        }
+        // Another thread has its own generator, seeded apart.
+        let other = std::thread::spawn(|| request_id().to_str().unwrap().to_string())
+            .join()
+            .unwrap();
+        assert!(!ids.contains(&other));
+    }
 }
