@@ -113,12 +113,18 @@ thread_local! {
 /// A request id: 128 random bits in hex, ready to be sent upstream as `X-Request-Id` (one
 /// allocation, shared by the header and the log line).
 pub fn request_id() -> http::HeaderValue {
-    let bits: [u8; 16] = IDS.with(|r| rand::Rng::gen(&mut *r.borrow_mut()));
+    // Two 64-bit draws (an array of bytes would be drawn byte by byte).
+    let bits = IDS
+        .with(|r| rand::Rng::gen::<u128>(&mut *r.borrow_mut()))
+        .to_le_bytes();
     let mut b = [0u8; 32];
     for (pair, byte) in b.chunks_exact_mut(2).zip(bits) {
         pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
     }
-    http::HeaderValue::from_bytes(&b).expect("hex digits are a valid header value")
+    // Owned by the `Bytes` itself: the clone for the upstream header is a reference count (a copied
+    // slice would allocate again at its first clone).
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(b))
+        .expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]

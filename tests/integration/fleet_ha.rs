@@ -176,9 +176,10 @@ impl Load {
         let failures = self.failures.lock().unwrap().clone();
         assert!(
             failures.is_empty(),
-            "{} of {} writes failed: {failures:#?}",
+            "{} of {} writes failed: {failures:#?}\nthe nodes' errors: {:#?}",
             failures.len(),
-            self.acked() as usize + failures.len()
+            self.acked() as usize + failures.len(),
+            node_errors(nodes)
         );
         let expected = self.expected();
         assert!(expected.len() > WRITERS, "the load wrote too little");
@@ -204,6 +205,23 @@ impl Load {
             l.last()
         )
     }
+}
+
+/// The first error and panic lines of the nodes' logs, for the failure message itself (a CI summary
+/// cuts the full logs printed after it).
+fn node_errors(nodes: &[&Edgeward]) -> Vec<String> {
+    nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.log_of()
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("panicked"))
+                .map(|l| format!("node {i}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .take(20)
+        .collect()
 }
 
 /// The domains of the load as etcd holds them, read by a client of our own.
