@@ -91,18 +91,6 @@ impl AccessLog {
     }
 }
 
-/// Two hex digits for each byte value.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [HEX[i >> 4], HEX[i & 15]];
-        i += 1;
-    }
-    t
-};
-
 thread_local! {
     /// Each thread's id generator, seeded from the OS: an id must be unique, not unguessable (it
     /// grants nothing), so a small fast generator does (xoshiro256++, 2^256 - 1 period).
@@ -118,9 +106,7 @@ pub fn request_id() -> http::HeaderValue {
         .with(|r| rand::Rng::gen::<u128>(&mut *r.borrow_mut()))
         .to_le_bytes();
     let mut b = [0u8; 32];
-    for (pair, byte) in b.chunks_exact_mut(2).zip(bits) {
-        pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
-    }
+    hex::encode_to_slice(bits, &mut b).expect("32 hex digits for 16 bytes");
     // Owned by the `Bytes` itself: the clone for the upstream header is a reference count (a copied
     // slice would allocate again at its first clone).
     http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(b))
@@ -130,13 +116,6 @@ pub fn request_id() -> http::HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_pairs_are_each_byte_in_lowercase_hex() {
-        for (i, pair) in HEX_PAIRS.iter().enumerate() {
-            assert_eq!(std::str::from_utf8(pair).unwrap(), format!("{i:02x}"));
-        }
-    }
 
     #[test]
     fn request_ids_are_32_hex_digits_and_distinct() {

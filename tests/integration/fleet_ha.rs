@@ -29,9 +29,43 @@ struct Load {
     latencies_us: Mutex<Vec<u64>>,
     acked: AtomicU64,
     stop: AtomicBool,
-    /// Bumped by `settled`; `done[i]`: the epoch in which writer `i`'s last finished write began.
+    /// Each kill waits for it (`Settle::settled`).
+    settle: Settle,
+}
+
+/// Kills spaced so that each write sees at most one leader change: a writer notes the epoch when
+/// it begins a write (`began`) and, once finished, that it finished one begun then (`finished`);
+/// `settled` bumps the epoch and waits until every writer has finished a write begun after it.
+/// `leader_wait` (5 s) bounds one election, not leaders killed faster than a write can retry (seen
+/// in the soak: three leader kills 1.5 s apart, each election ~1-1.5 s, failed one write after 5 s).
+#[derive(Default)]
+struct Settle {
     epoch: AtomicU64,
     done: [AtomicU64; WRITERS],
+}
+
+impl Settle {
+    fn began(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn finished(&self, writer: usize, began: u64) {
+        self.done[writer].store(began, Ordering::SeqCst);
+    }
+
+    async fn settled(&self) {
+        let now = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        eventually(
+            "every writer to finish a write begun after the change",
+            || async {
+                self.done
+                    .iter()
+                    .all(|d| d.load(Ordering::SeqCst) >= now)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// An error with its causes: reqwest's own text does not say what the connection met.
@@ -84,7 +118,7 @@ impl Load {
                         r#"{{"upstreams": ["127.0.0.1:9"], "upstream_timeouts": {{"read_timeout_ms": {version}}}}}"#
                     ))
             };
-            let began = self.epoch.load(Ordering::SeqCst);
+            let began = self.settle.began();
             let started = Instant::now();
             let result = req.bearer_auth(TOKEN).send().await;
             let took = started.elapsed();
@@ -111,26 +145,8 @@ impl Load {
                     if delete { "DELETE" } else { "PUT" }
                 ));
             }
-            self.done[i].store(began, Ordering::SeqCst);
+            self.settle.finished(i, began);
         }
-    }
-
-    /// Wait until every writer has finished a write it began after this call. Called before each
-    /// kill, so that no write spans two elections: `leader_wait` (5 s) bounds one election, and the
-    /// guarantee is about one member down, not leaders killed faster than a write can retry (seen in
-    /// the soak: three leader kills 1.5 s apart, each election ~1-1.5 s, failed one write after 5 s).
-    async fn settled(&self) {
-        let now = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        eventually(
-            "every writer to finish a write begun after the change",
-            || async {
-                self.done
-                    .iter()
-                    .all(|d| d.load(Ordering::SeqCst) >= now)
-                    .then_some(())
-            },
-        )
-        .await;
     }
 
     /// Stop the writers and wait for their last requests.
@@ -315,7 +331,7 @@ async fn each_member_killed_in_turn_fails_and_loses_no_write() {
     let (load, tasks) = Load::start(&[a.admin, b.admin]);
     load.progress(40).await;
     for i in 0..3 {
-        load.settled().await;
+        load.settle.settled().await;
         etcd.stop_member(i);
         load.progress(60).await;
         member_seen(&a, &etcd, i, false).await;
@@ -353,7 +369,7 @@ async fn the_leader_killed_under_load_fails_and_loses_no_write() {
     let (load, tasks) = Load::start(&[a.admin, b.admin]);
     load.progress(40).await;
     for _ in 0..2 {
-        load.settled().await;
+        load.settle.settled().await;
         let leader = etcd.leader().await;
         etcd.stop_member(leader);
         load.progress(60).await;
@@ -410,26 +426,24 @@ async fn budget_updates_count_once_through_leader_kills() {
     let failed = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     // Each kill is one leader change for every write: a kill waits until every writer has finished
-    // an update it began after the previous change was over (the leader wait bounds one election,
-    // not two in a row).
-    let epoch = Arc::new(AtomicU64::new(0));
-    let done: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+    // an update it began after the previous change was over (`Settle`).
+    let settle = Arc::new(Settle::default());
     let tasks: Vec<_> = (0..WRITERS)
         .map(|i| {
             let (store, acked, failed, stop) =
                 (store.clone(), acked.clone(), failed.clone(), stop.clone());
-            let (epoch, done) = (epoch.clone(), done.clone());
+            let settle = settle.clone();
             tokio::spawn(async move {
                 let add = |b: &mut edgeward::model::Budget| {
                     b.placed.push(0);
                     true
                 };
                 while !stop.load(Ordering::Relaxed) {
-                    let began = epoch.load(Ordering::SeqCst);
+                    let began = settle.began();
                     match store.update_budget(&Default::default(), &add).await {
                         Ok(Some(_)) => {
                             acked.fetch_add(1, Ordering::Relaxed);
-                            done[i].store(began, Ordering::SeqCst);
+                            settle.finished(i, began);
                         }
                         other => failed.lock().unwrap().push(format!("{other:?}")),
                     }
@@ -447,21 +461,6 @@ async fn budget_updates_count_once_through_leader_kills() {
             .await
         }
     };
-    let settled = || {
-        let (epoch, done) = (epoch.clone(), done.clone());
-        async move {
-            let now = epoch.fetch_add(1, Ordering::SeqCst) + 1;
-            eventually(
-                "every writer to finish an update after the change",
-                || async {
-                    done.iter()
-                        .all(|d| d.load(Ordering::SeqCst) >= now)
-                        .then_some(())
-                },
-            )
-            .await
-        }
-    };
     progress(30).await;
     for _ in 0..3 {
         let leader = etcd.leader().await;
@@ -469,7 +468,7 @@ async fn budget_updates_count_once_through_leader_kills() {
         progress(30).await;
         etcd.start_member(leader).await;
         let _ = etcd.leader().await;
-        settled().await;
+        settle.settled().await;
     }
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -566,7 +565,7 @@ async fn verbose_node(etcd: &Etcd) -> Edgeward {
 /// (about one run in four, a few writes past the 5 s `leader_wait`) were etcd 3.4 without
 /// `--pre-vote` staying leaderless for 5 s (its logs: the restarted member's stale elections); the
 /// cluster now runs with it. A later one was a write spanning three leader kills 1.5 s apart; a kill
-/// now waits for every writer to finish a write begun after the previous one (`Load::settled`). Its
+/// now waits for every writer to finish a write begun after the previous one (`Settle`). Its
 /// nodes log each etcd attempt, for the next failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long soak: scripts/test runs it alone after the other tests"]
@@ -588,7 +587,7 @@ async fn soak_of_random_member_kills_fails_and_loses_no_write() {
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut kills = 0;
     while Instant::now() < end {
-        load.settled().await;
+        load.settle.settled().await;
         let victim = if rng.gen_bool(0.4) {
             etcd.leader().await
         } else {
